@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` and `make test`. Both set up what is missing first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# redis-server: the broker and channel layer when none is reachable; chromium: the browser tests.
+SYSTEM_PACKAGES := redis-server chromium fonts-dejavu-core
+
+.PHONY: run test setup system-packages lint bench
+
+run: setup
+	$(BIN)/python manage.py runstack
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
+
+setup: system-packages $(VENV)/.installed
+
+# Installs missing Debian/Ubuntu packages when root; otherwise prints the command to run.
+system-packages:
+	@command -v dpkg >/dev/null || { echo "Not Debian/Ubuntu: install $(SYSTEM_PACKAGES) yourself."; exit 0; }; \
+	missing=""; for package in $(SYSTEM_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; done; \
+	$(PYTHON) -c "import ensurepip" 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "Missing system packages. Run: sudo apt-get install -y$$missing"; exit 1; \
+		fi; \
+	fi
+
+# Reinstalled only when requirements.txt changes.
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@

@@ -1,0 +1,109 @@
+"""WebSocket consumers relaying a job's events: HTML fragments for htmx pages, JSON for the API.
+
+Both authenticate in connect and join the job's group only when the user owns the job; anyone
+else is closed without learning whether the job exists.
+"""
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.http import Http404
+from django.template.loader import render_to_string
+
+from . import selectors
+from .models import FINISHED_STATUSES, JobStatus, Run
+from .progress import group_name, result_event, status_event
+
+# Close codes: 1000 is a normal end (the htmx extension does not reconnect); 4404 refuses.
+CLOSE_DONE = 1000
+CLOSE_REFUSED = 4404
+
+
+class JobEventsMixin:
+    """Connect, check ownership and join the job's group; subclasses say how events are sent."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        job_id = self.scope["url_route"]["kwargs"]["job_id"]
+        self.run = None
+        if user is not None and user.is_authenticated:
+            self.run = await self.load_run(user, job_id)
+        if self.run is None:
+            await self.close(code=CLOSE_REFUSED)
+            return
+        self.group = group_name(job_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        # A client that connects late (or reconnects) first gets where the job stands now.
+        await self.send_snapshot()
+
+    async def disconnect(self, code: int) -> None:
+        if getattr(self, "group", None):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    @database_sync_to_async
+    def load_run(self, user, job_id) -> Run | None:
+        try:
+            return selectors.run_for_user(user=user, run_id=job_id)
+        except Http404:
+            return None
+
+    @database_sync_to_async
+    def reload_run(self) -> Run:
+        return selectors.run_for_user(user=self.scope["user"], run_id=self.run.pk)
+
+
+class JobPageConsumer(JobEventsMixin, AsyncWebsocketConsumer):
+    """Sends the run card's live parts as HTML; the htmx ws extension swaps them in by id."""
+
+    async def send_snapshot(self) -> None:
+        await self.send_live(self.run)
+        if self.run.is_finished:
+            await self.close(code=CLOSE_DONE)
+
+    async def send_live(self, run: Run, **extra) -> None:
+        html = await database_sync_to_async(render_to_string)(
+            "imagegen/partials/run_card.html#run-live", {"run": run, **extra}
+        )
+        await self.send(text_data=html)
+
+    async def job_progress(self, event: dict) -> None:
+        # Rendered from the event, not the row: the row is written at most once a second.
+        self.run.status = JobStatus.RUNNING
+        self.run.step = event["step"]
+        self.run.total_steps = event["total"]
+        await self.send_live(self.run, eta=event["eta"], preview=event["preview"], progress_only=True)
+
+    async def job_status(self, event: dict) -> None:
+        self.run = await self.reload_run()
+        await self.send_live(self.run)
+
+    async def job_result(self, event: dict) -> None:
+        self.run = await self.reload_run()
+        await self.send_live(self.run)
+        await self.close(code=CLOSE_DONE)
+
+
+class JobApiConsumer(JobEventsMixin, AsyncJsonWebsocketConsumer):
+    """Sends every event as JSON and closes once the job has ended."""
+
+    async def send_snapshot(self) -> None:
+        run = self.run
+        await self.send_json(status_event(run))
+        if run.status == JobStatus.SUCCEEDED:
+            outputs = await database_sync_to_async(list)(run.outputs.all())
+            await self.send_json(result_event(run, outputs))
+        if run.is_finished:
+            await self.close(code=CLOSE_DONE)
+
+    async def job_progress(self, event: dict) -> None:
+        await self.send_json(event)
+
+    async def job_status(self, event: dict) -> None:
+        await self.send_json(event)
+        # A succeeded job closes after its result event; a failed or cancelled one ends here.
+        if event["status"] in FINISHED_STATUSES and event["status"] != JobStatus.SUCCEEDED:
+            await self.close(code=CLOSE_DONE)
+
+    async def job_result(self, event: dict) -> None:
+        await self.send_json(event)
+        await self.close(code=CLOSE_DONE)

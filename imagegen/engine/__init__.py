@@ -1,0 +1,40 @@
+"""Django-free Stable Diffusion engine: model loading, generation, previews and PNG metadata.
+
+The light names (requests, errors, metadata) import at once; the pipeline names load torch and
+diffusers on first use, so a process that only validates or describes requests never pays for them.
+"""
+
+from importlib import import_module
+
+from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
+from .metadata import encode_png, format_parameters, read_png_parameters
+from .requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, GenerationRequest, effective_steps, random_seed
+
+_PIPELINE_NAMES = {"SCHEDULERS", "Engine", "GenerationResult", "get_engine", "model_load_count"}
+
+
+def __getattr__(name: str):
+    if name in _PIPELINE_NAMES:
+        return getattr(import_module(".pipelines", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "DEFAULT_SCHEDULER",
+    "SAMPLER_LABELS",
+    "SCHEDULERS",
+    "Engine",
+    "EngineError",
+    "GenerationCancelled",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModelLoadError",
+    "OutOfMemoryError",
+    "effective_steps",
+    "encode_png",
+    "format_parameters",
+    "get_engine",
+    "model_load_count",
+    "random_seed",
+    "read_png_parameters",
+]

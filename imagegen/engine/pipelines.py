@@ -1,0 +1,263 @@
+"""Load a Stable Diffusion model once per process and run text-to-image and image-to-image jobs on it."""
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+from PIL import Image
+
+from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
+from .metadata import format_parameters
+from .previews import latents_to_preview
+from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
+from .tiny import ensure_tiny_model
+
+logger = logging.getLogger("imagegen.engine")
+
+_SCHEDULER_CLASSES: dict[str, type] = {
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "euler": EulerDiscreteScheduler,
+    "ddim": DDIMScheduler,
+    "dpmpp_2m": DPMSolverMultistepScheduler,
+    "pndm": PNDMScheduler,
+}
+# Sampler key → (label printed in parameters, diffusers scheduler class).
+SCHEDULERS: dict[str, tuple[str, type]] = {key: (SAMPLER_LABELS[key], cls) for key, cls in _SCHEDULER_CLASSES.items()}
+
+# PNDM's Runge-Kutta warm-up adds extra model calls (and fails for very few steps); SD's own
+# configs skip it, and so must we for a model saved with another scheduler, or the step
+# count would no longer match what the user asked for.
+_SCHEDULER_OVERRIDES: dict[str, dict[str, Any]] = {"pndm": {"skip_prk_steps": True}}
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Error texts of allocation failures that PyTorch reports as plain RuntimeErrors (CPU, MPS, Windows).
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
+
+StepCallback = Callable[[int, int, Image.Image | None], None]
+
+_load_count = 0
+_engines: dict[tuple[str, str, str, str], "Engine"] = {}
+_engines_lock = threading.Lock()
+
+
+@dataclass
+class GenerationResult:
+    """Images of one job plus what is needed to reproduce and describe them."""
+
+    images: list[Image.Image]
+    seed: int
+    total_steps: int
+    parameters: str
+    seconds: float
+
+
+def model_load_count() -> int:
+    """Return how many times this process has loaded a model from disk or the hub."""
+    return _load_count
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        # Half precision halves memory and is much faster on accelerators; CPUs lack fast fp16 kernels.
+        return torch.float32 if device == "cpu" else torch.float16
+    if dtype not in _DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}.")
+    return _DTYPES[dtype]
+
+
+def _is_out_of_memory(exc: RuntimeError) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or any(m in str(exc) for m in _OOM_MARKERS)
+
+
+class Engine:
+    """A Stable Diffusion model loaded lazily once, with the pipelines that share its weights."""
+
+    def __init__(
+        self, model: str = "tiny", *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path
+    ) -> None:
+        self.model = model
+        self.cache_dir = Path(cache_dir)
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.is_tiny = model == "tiny"
+        self.model_name = Path(model).name if Path(model).is_dir() else model
+        self._pipeline: StableDiffusionPipeline | None = None
+        self._derived: dict[type, DiffusionPipeline] = {}
+        self._scheduler_config: Any = None
+        # Reentrant because the derived-pipeline properties load the base pipeline under it;
+        # it also serialises jobs, since pipelines keep per-run state (scheduler, interrupt flag).
+        self._lock = threading.RLock()
+
+    def load(self) -> None:
+        """Load the model unless it is already loaded."""
+        global _load_count
+        with self._lock:
+            if self._pipeline is not None:
+                return
+            dtype_name = str(self.dtype).removeprefix("torch.")
+            logger.info("Loading model %s on %s (%s)", self.model_name, self.device, dtype_name)
+            with _engines_lock:
+                _load_count += 1
+            try:
+                source = ensure_tiny_model(self.cache_dir) if self.is_tiny else self.model
+                pipe = StableDiffusionPipeline.from_pretrained(
+                    source, dtype=self.dtype, safety_checker=None, requires_safety_checker=False
+                )
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(f"Could not load model {self.model!r}: {exc}. Check IMAGEGEN_MODEL.") from exc
+            pipe.to(self.device)
+            pipe.set_progress_bar_config(disable=True)
+            # Jobs build their schedulers from the model's own config, never from a previous job's.
+            self._scheduler_config = pipe.scheduler.config
+            self._pipeline = pipe
+
+    @property
+    def pipeline(self) -> StableDiffusionPipeline:
+        """The text-to-image pipeline, loading the model on first use."""
+        self.load()
+        return self._pipeline
+
+    @property
+    def img2img_pipeline(self) -> StableDiffusionImg2ImgPipeline:
+        """The image-to-image pipeline, sharing the text-to-image pipeline's weights."""
+        return self._derive(StableDiffusionImg2ImgPipeline)
+
+    @property
+    def inpaint_pipeline(self) -> StableDiffusionInpaintPipeline:
+        """The inpainting pipeline, sharing the text-to-image pipeline's weights."""
+        return self._derive(StableDiffusionInpaintPipeline)
+
+    def _derive(self, cls: type[DiffusionPipeline]) -> DiffusionPipeline:
+        with self._lock:
+            if cls not in self._derived:
+                # from_pipe casts the shared modules to its dtype (float32 unless told), which would
+                # silently undo half precision for every pipeline.
+                pipe = cls.from_pipe(self.pipeline, dtype=self.dtype)
+                pipe.set_progress_bar_config(disable=True)
+                self._derived[cls] = pipe
+            return self._derived[cls]
+
+    def generate(
+        self, request: GenerationRequest, *, on_step: StepCallback | None = None, preview_every: int = 0
+    ) -> GenerationResult:
+        """Run one job; on_step(step, total, preview) may raise GenerationCancelled to stop it."""
+        img2img = request.init_image is not None
+        total = effective_steps(request.steps, request.strength if img2img else None)
+        width, height = request.init_image.size if img2img else (request.width, request.height)
+        sampler, scheduler_cls = SCHEDULERS[request.scheduler]
+        cancelled: list[GenerationCancelled] = []
+        step = 0
+
+        def callback(pipe: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            nonlocal step
+            # PNDM's warm-up evaluates one timestep twice, so its pipeline calls back once more than
+            # there are steps: report each step once and never past total.
+            if step == total:
+                return tensors
+            step += 1
+            preview = latents_to_preview(tensors["latents"]) if preview_every and step % preview_every == 0 else None
+            try:
+                on_step(step, total, preview)
+            except GenerationCancelled as exc:
+                # Interrupting lets the pipeline wind down cleanly; raising here would skip its cleanup.
+                cancelled.append(exc)
+                pipe._interrupt = True
+            return tensors
+
+        if img2img:
+            pipe = self.img2img_pipeline
+            # diffusers runs int(steps * strength) steps and fails on 0; any strength in
+            # [1/steps, 2/steps) gives exactly one step at the lowest noise level, and the
+            # midpoint is safe from float rounding.
+            strength = request.strength if int(request.steps * request.strength) else min(1.0, 1.5 / request.steps)
+            inputs = {"image": request.init_image.convert("RGB"), "strength": strength}
+        else:
+            pipe = self.pipeline
+            inputs = {"width": width, "height": height}
+
+        with self._lock:
+            started = time.perf_counter()
+            pipe.scheduler = scheduler_cls.from_config(
+                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(request.scheduler, {})
+            )
+            # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
+            generator_device = self.device if self.device.startswith("cuda") else "cpu"
+            generator = torch.Generator(device=generator_device).manual_seed(request.seed)
+            try:
+                with torch.inference_mode():
+                    output = pipe(
+                        prompt=request.prompt,
+                        negative_prompt=request.negative_prompt,
+                        num_inference_steps=request.steps,
+                        guidance_scale=request.guidance_scale,
+                        num_images_per_prompt=request.batch_size,
+                        generator=generator,
+                        callback_on_step_end=callback if on_step else None,
+                        callback_on_step_end_tensor_inputs=["latents"] if preview_every > 0 else [],
+                        **inputs,
+                    )
+            except RuntimeError as exc:
+                if _is_out_of_memory(exc):
+                    raise OutOfMemoryError(
+                        f"Out of memory at {width}x{height}: try a smaller size, fewer images or fewer steps."
+                    ) from exc
+                raise
+            seconds = time.perf_counter() - started
+        if cancelled:
+            raise cancelled[0]
+
+        # The size actually produced: the pipelines round sides down to a multiple of 8.
+        width, height = output.images[0].size
+        parameters = format_parameters(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            sampler=sampler,
+            guidance_scale=request.guidance_scale,
+            seed=request.seed,
+            width=width,
+            height=height,
+            model=self.model_name,
+            strength=request.strength if img2img else None,
+        )
+        return GenerationResult(
+            images=output.images, seed=request.seed, total_steps=total, parameters=parameters, seconds=seconds
+        )
+
+
+def get_engine(model: str, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path) -> Engine:
+    """Return this process's loaded Engine for these settings, creating and loading it on first use."""
+    key = (model, device, dtype, str(cache_dir))
+    with _engines_lock:
+        if key not in _engines:
+            _engines[key] = Engine(model, device=device, dtype=dtype, cache_dir=cache_dir)
+        engine = _engines[key]
+    engine.load()
+    return engine

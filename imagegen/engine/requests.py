@@ -1,0 +1,58 @@
+"""What a caller asks the engine for: the request, the sampler names and the step arithmetic.
+
+Kept free of torch and diffusers, so the web process can validate and describe requests
+without loading them.
+"""
+
+import secrets
+from dataclasses import dataclass
+
+from PIL import Image
+
+DEFAULT_SCHEDULER = "euler_a"
+# Our sampler keys, with the labels other Stable Diffusion tools print in their parameters.
+SAMPLER_LABELS: dict[str, str] = {
+    "euler_a": "Euler a",
+    "euler": "Euler",
+    "ddim": "DDIM",
+    "dpmpp_2m": "DPM++ 2M",
+    "pndm": "PNDM",
+}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation job; an init_image makes it image-to-image at the init image's size.
+
+    Sizes should be multiples of 8: the pipelines round anything else down.
+    """
+
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance_scale: float = 7.5
+    width: int = 512
+    height: int = 512
+    seed: int = 0
+    scheduler: str = DEFAULT_SCHEDULER
+    batch_size: int = 1
+    init_image: Image.Image | None = None
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SAMPLER_LABELS:
+            raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SAMPLER_LABELS)}.")
+        if self.init_image is not None and (self.strength is None or not 0.0 <= self.strength <= 1.0):
+            raise ValueError("Image-to-image needs a strength between 0.0 and 1.0.")
+
+
+def effective_steps(steps: int, strength: float | None) -> int:
+    """Return the number of sampler steps a job really runs (img2img skips the noisiest ones)."""
+    if strength is None:
+        return steps
+    return max(1, int(steps * strength))
+
+
+def random_seed() -> int:
+    """Return a fresh random seed that fits the 32-bit range UIs and other tools accept."""
+    return secrets.randbelow(2**32)

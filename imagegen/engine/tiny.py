@@ -1,0 +1,134 @@
+"""Build a tiny, randomly initialised Stable Diffusion pipeline for tests and development without downloads."""
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.models.resnet import ResnetBlock2D
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+# Bump the suffix whenever the architecture changes so stale caches are not reused.
+TINY_DIRNAME = "tiny-v1"
+
+
+def _tokenizer() -> CLIPTokenizer:
+    # Byte-level vocabulary with no merges: every prompt tokenizes into single characters, so
+    # nothing has to be downloaded and any text is representable.
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _make_vae_faithful(vae: AutoencoderKL) -> None:
+    # An untrained VAE scrambles images and samples latents mostly from noise, which would make
+    # image-to-image ignore its input; these edits make it keep the image, like a trained one.
+    with torch.no_grad():
+        # A zeroed residual branch turns a ResNet block into its skip connection, so images pass
+        # through (almost) linearly instead of through a stack of random non-linear blocks.
+        for module in vae.modules():
+            if isinstance(module, ResnetBlock2D):
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+        # The second half of quant_conv's outputs is the posterior log-variance: pin it to the
+        # minimum so encoding is (near) deterministic.
+        vae.quant_conv.weight[vae.config.latent_channels :].zero_()
+        vae.quant_conv.bias[vae.config.latent_channels :].fill_(-30.0)
+
+
+def _build(folder: Path) -> None:
+    tokenizer = _tokenizer()
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=2,
+    )
+
+    torch.manual_seed(0)
+    # Four blocks give the same 8x downscale as real SD, so sizes and latents behave the same.
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 16, 16),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=512,
+        # SD scales latents to about unit variance (its 0.18215); this VAE's latents have std ~0.26.
+        scaling_factor=4.0,
+        # Attention over every latent pixel is the slowest part of a decode and adds nothing untrained.
+        mid_block_add_attention=False,
+    )
+    _make_vae_faithful(vae)
+
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+
+
+def ensure_tiny_model(cache_dir: Path) -> Path:
+    """Return the folder of the saved tiny pipeline, building it once if needed."""
+    cache_dir = Path(cache_dir)
+    target = cache_dir / TINY_DIRNAME
+    if target.is_dir():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename into place, so a concurrent reader never sees a
+    # half-written model; rename is atomic on the same filesystem.
+    staging = cache_dir / f".{TINY_DIRNAME}-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        _build(staging)
+        os.replace(staging, target)
+    except OSError:
+        # Another process renamed its copy first (the target is now a non-empty folder): use theirs.
+        if not target.is_dir():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,13 @@
+"""The limits on what a user may ask for, defined once for the forms, the API and the models."""
+
+MAX_PROMPT_LENGTH = 1000
+MIN_STEPS, MAX_STEPS = 1, 150
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
+MIN_SIDE, MAX_SIDE = 64, 1024
+# The VAE works on 8×8 pixel blocks, so every side must be a multiple of 8.
+SIDE_MULTIPLE = 8
+MAX_SEED = 2**32 - 1
+DEFAULT_STEPS = 20
+API_DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SIDE = 512

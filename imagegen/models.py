@@ -1,0 +1,141 @@
+"""Images, and the jobs that make them: the abstract Job lifecycle and the Run (one generation)."""
+
+import hashlib
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
+
+
+class Image(models.Model):
+    class Kind(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        OUTPUT = "output", "Output"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(upload_to="images/%Y/%m/", max_length=255)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    format = models.CharField(max_length=10, default="PNG")
+    sha256 = models.CharField(max_length=64, db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, db_index=True)
+    # Set for outputs: the run that made the image, and its place in the batch.
+    run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.CASCADE, related_name="outputs")
+    index = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "index"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.width}×{self.height} ({self.id})"
+
+    @staticmethod
+    def digest(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobQuerySet(models.QuerySet):
+    def active(self) -> "JobQuerySet":
+        return self.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
+
+    def owned_by(self, user) -> "JobQuerySet":
+        return self.filter(owner=user)
+
+
+class Job(models.Model):
+    """What every queued piece of GPU work has: who asked, where it stands, and its history."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    step = models.PositiveIntegerField(default=0)
+    # The steps the sampler really runs (image-to-image runs int(steps × strength)).
+    total_steps = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["-queued_at"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == JobStatus.SUCCEEDED:
+            return 100
+        return int(100 * self.step / self.total_steps) if self.total_steps else 0
+
+
+class Run(Job):
+    """One generation request and its outputs."""
+
+    class GenerationType(models.TextChoices):
+        TEXT_TO_IMAGE = "text_to_image", "Text to image"
+        IMAGE_TO_IMAGE = "image_to_image", "Image to image"
+
+    generation_type = models.CharField(
+        max_length=20, choices=GenerationType.choices, default=GenerationType.TEXT_TO_IMAGE, db_index=True
+    )
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True)
+    init_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="init_for_runs")
+    strength = models.DecimalField(max_digits=3, decimal_places=2, null=True, blank=True)
+    steps = models.PositiveSmallIntegerField()
+    guidance_scale = models.FloatField()
+    width = models.PositiveSmallIntegerField()
+    height = models.PositiveSmallIntegerField()
+    seed = models.BigIntegerField()
+    scheduler = models.CharField(max_length=20, choices=list(SAMPLER_LABELS.items()), default=DEFAULT_SCHEDULER)
+    model = models.CharField(max_length=255)
+    batch_size = models.PositiveSmallIntegerField(default=1)
+
+    def __str__(self) -> str:
+        return f"{self.prompt[:60]} ({self.get_status_display()})"
+
+    @property
+    def sampler_label(self) -> str:
+        return SAMPLER_LABELS[self.scheduler]
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored, the token is shown once."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    # The first characters, so a user can tell their tokens apart without the secret.
+    prefix = models.CharField(max_length=8)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked = models.BooleanField(default=False, help_text="A revoked token no longer authenticates.")
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.owner})"
+
+    @staticmethod
+    def hash_key(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()

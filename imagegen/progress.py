@@ -1,0 +1,141 @@
+"""The one place that publishes job events: the job's DB row and the channel-layer group `job-<id>`.
+
+Workers call it while a job runs; the page and API consumers relay what it sends. Publishing is
+best effort: a channel layer that is down must never fail the job it reports on.
+"""
+
+import base64
+import io
+import logging
+import time
+from typing import Literal, TypedDict
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.urls import reverse
+from django.utils import timezone
+
+from .engine.errors import GenerationCancelled
+from .models import Image, Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+# At most this many progress pushes a second, and one progress write to the job's row a second.
+PUSH_INTERVAL = 0.1
+SAVE_INTERVAL = 1.0
+
+
+class StatusEvent(TypedDict):
+    type: Literal["job.status"]
+    job_id: str
+    status: str
+    error: str
+    step: int
+    total_steps: int
+
+
+class ProgressEvent(TypedDict):
+    type: Literal["job.progress"]
+    job_id: str
+    step: int
+    total: int
+    eta: float | None
+    preview: str | None
+
+
+class OutputJson(TypedDict):
+    url: str
+    width: int
+    height: int
+
+
+class ResultEvent(TypedDict):
+    type: Literal["job.result"]
+    job_id: str
+    outputs: list[OutputJson]
+
+
+def group_name(job_id) -> str:
+    return f"job-{job_id}"
+
+
+def output_json(image: Image) -> OutputJson:
+    return {"url": reverse("imagegen:image_file", args=[image.id]), "width": image.width, "height": image.height}
+
+
+def publish(job_id, event: StatusEvent | ProgressEvent | ResultEvent) -> None:
+    try:
+        async_to_sync(get_channel_layer().group_send)(group_name(job_id), event)
+    except Exception:
+        logger.warning("Could not publish %s for job %s", event["type"], job_id, exc_info=True)
+
+
+def status_event(job: Job) -> StatusEvent:
+    return {
+        "type": "job.status",
+        "job_id": str(job.pk),
+        "status": job.status,
+        "error": job.error,
+        "step": job.step,
+        "total_steps": job.total_steps,
+    }
+
+
+def result_event(job: Job, images: list[Image]) -> ResultEvent:
+    return {"type": "job.result", "job_id": str(job.pk), "outputs": [output_json(image) for image in images]}
+
+
+def publish_status(job: Job) -> None:
+    publish(job.pk, status_event(job))
+
+
+def publish_result(job: Job, images: list[Image]) -> None:
+    publish(job.pk, result_event(job, images))
+
+
+def preview_data_url(preview) -> str:
+    buffer = io.BytesIO()
+    preview.save(buffer, format="JPEG", quality=70)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+class ProgressReporter:
+    """The engine's step callback for one job: throttled pushes, progress writes, cancellation.
+
+    It is called on every sampler step, so it checks the row for a cancel request each time
+    (one indexed read) and raises GenerationCancelled to stop the sampler at that step.
+    """
+
+    def __init__(self, job: Job, *, clock=time.monotonic) -> None:
+        self.job = job
+        self.clock = clock
+        self.started = clock()
+        self.last_push = float("-inf")
+        self.last_save = self.started
+        self.pending_preview: str | None = None
+
+    def __call__(self, step: int, total: int, preview=None) -> None:
+        manager = type(self.job).objects
+        if manager.filter(pk=self.job.pk, status=JobStatus.CANCELLED).exists():
+            raise GenerationCancelled("Cancelled.")
+        now = self.clock()
+        if preview is not None:
+            self.pending_preview = preview_data_url(preview)
+        if now - self.last_save >= SAVE_INTERVAL or step == total:
+            manager.filter(pk=self.job.pk).update(step=step, heartbeat_at=timezone.now())
+            self.last_save = now
+        if now - self.last_push >= PUSH_INTERVAL or step == total:
+            elapsed = now - self.started
+            publish(
+                self.job.pk,
+                {
+                    "type": "job.progress",
+                    "job_id": str(self.job.pk),
+                    "step": step,
+                    "total": total,
+                    "eta": round(elapsed / step * (total - step), 1) if step else None,
+                    "preview": self.pending_preview,
+                },
+            )
+            self.last_push = now
+            self.pending_preview = None

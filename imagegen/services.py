@@ -1,0 +1,234 @@
+"""Every write: creating runs, executing them on a worker, storing images, issuing API tokens."""
+
+import logging
+import secrets
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+
+from . import progress
+from .engine import (
+    DEFAULT_SCHEDULER,
+    EngineError,
+    GenerationCancelled,
+    GenerationRequest,
+    effective_steps,
+    encode_png,
+    random_seed,
+)
+from .models import ApiToken, Image, JobStatus, Run
+
+logger = logging.getLogger(__name__)
+
+UNEXPECTED_FAILURE = (
+    "The generation failed unexpectedly ({error}). Try again; if it keeps failing, tell an administrator."
+)
+
+
+def current_engine():
+    """The warm engine of this worker process (loaded on first use, then kept)."""
+    from .engine import get_engine
+
+    return get_engine(
+        settings.IMAGEGEN_MODEL,
+        device=settings.IMAGEGEN_DEVICE,
+        dtype=settings.IMAGEGEN_DTYPE,
+        cache_dir=settings.IMAGEGEN_MODEL_CACHE,
+    )
+
+
+def run_enqueue(*, run: Run) -> None:
+    """Send the run to the GPU queue once the row that the worker will claim is committed."""
+    from .tasks import run_job
+
+    def send() -> None:
+        try:
+            run_job.delay(str(run.pk))
+        except BrokerError:
+            # The row stays queued; the user sees it waiting and it can be sent again later.
+            logger.exception("Could not send run %s to the queue", run.pk)
+
+    transaction.on_commit(send)
+
+
+def run_create(
+    *,
+    owner,
+    prompt: str,
+    negative_prompt: str = "",
+    steps: int,
+    guidance_scale: float,
+    width: int,
+    height: int,
+    seed: int | None = None,
+    scheduler: str = DEFAULT_SCHEDULER,
+    batch_size: int = 1,
+) -> Run:
+    with transaction.atomic():
+        run = Run.objects.create(
+            owner=owner,
+            generation_type=Run.GenerationType.TEXT_TO_IMAGE,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            steps=steps,
+            total_steps=effective_steps(steps, None),
+            guidance_scale=guidance_scale,
+            width=width,
+            height=height,
+            # Always stored, so every image can be made again: draw one when none was given.
+            seed=random_seed() if seed is None else seed,
+            scheduler=scheduler,
+            model=settings.IMAGEGEN_MODEL,
+            batch_size=batch_size,
+        )
+        run_enqueue(run=run)
+    return run
+
+
+def run_claim(*, run_id, worker: str) -> Run | None:
+    """Take a queued run for this worker in one conditional UPDATE; None if it is not queued.
+
+    A redelivered message, a run already running elsewhere, or a cancelled run all fail the
+    claim, so the same message can arrive twice and the work is still done once.
+    """
+    now = timezone.now()
+    claimed = Run.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING,
+        attempts=F("attempts") + 1,
+        worker=worker,
+        step=0,
+        error="",
+        started_at=now,
+        heartbeat_at=now,
+    )
+    return Run.objects.select_related("init_image").get(pk=run_id) if claimed else None
+
+
+def run_execute(*, run_id, worker: str = "") -> None:
+    """Claim the run, generate its images, store them and report every change of state."""
+    run = run_claim(run_id=run_id, worker=worker)
+    if run is None:
+        logger.info("Run %s is not queued any more; nothing to do", run_id)
+        return
+    progress.publish_status(run)
+    request = GenerationRequest(
+        prompt=run.prompt,
+        negative_prompt=run.negative_prompt,
+        steps=run.steps,
+        guidance_scale=run.guidance_scale,
+        width=run.width,
+        height=run.height,
+        seed=run.seed,
+        scheduler=run.scheduler,
+        batch_size=run.batch_size,
+    )
+    try:
+        engine = current_engine()
+        result = engine.generate(
+            request, on_step=progress.ProgressReporter(run), preview_every=settings.IMAGEGEN_PREVIEW_EVERY
+        )
+    except GenerationCancelled:
+        logger.info("Run %s was cancelled while running", run_id)
+        return
+    except EngineError as error:
+        run_fail(run=run, error=str(error))
+        return
+    except Exception as error:
+        logger.exception("Run %s failed", run_id)
+        run_fail(run=run, error=UNEXPECTED_FAILURE.format(error=type(error).__name__))
+        return
+    run_finish(run=run, images=result.images, parameters=result.parameters, model=engine.model_name)
+
+
+def run_finish(*, run: Run, images, parameters: str, model: str) -> None:
+    """Store the outputs and mark the run succeeded; a run cancelled meanwhile keeps no outputs."""
+    stored = [
+        image_store(
+            owner=run.owner,
+            data=encode_png(image, parameters),
+            kind=Image.Kind.OUTPUT,
+            name=f"outputs/{run.pk}/{index}.png",
+            size=image.size,
+            run=run,
+            index=index,
+        )
+        for index, image in enumerate(images)
+    ]
+    with transaction.atomic():
+        finished = Run.objects.filter(pk=run.pk, status=JobStatus.RUNNING).update(
+            status=JobStatus.SUCCEEDED, step=run.total_steps, model=model, finished_at=timezone.now()
+        )
+        if not finished:
+            for image in stored:
+                image_delete(image=image)
+            return
+    run.refresh_from_db()
+    progress.publish_status(run)
+    progress.publish_result(run, stored)
+
+
+def run_fail(*, run: Run, error: str) -> None:
+    Run.objects.filter(pk=run.pk, status=JobStatus.RUNNING).update(
+        status=JobStatus.FAILED, error=error, finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    progress.publish_status(run)
+
+
+def image_store(
+    *,
+    owner,
+    data: bytes,
+    kind: str,
+    name: str,
+    size: tuple[int, int],
+    run: Run | None = None,
+    index: int = 0,
+    format: str = "PNG",
+) -> Image:
+    stored_name = default_storage.save(name, ContentFile(data))
+    width, height = size
+    return Image.objects.create(
+        owner=owner,
+        file=stored_name,
+        width=width,
+        height=height,
+        format=format,
+        sha256=Image.digest(data),
+        kind=kind,
+        run=run,
+        index=index,
+    )
+
+
+def image_delete(*, image: Image) -> None:
+    name = image.file.name
+    image.delete()
+    transaction.on_commit(lambda: default_storage.delete(name))
+
+
+def api_token_create(*, username: str, name: str = "") -> str:
+    """Create the user if missing and a new API token for them; returns the token (shown once)."""
+    user, created = get_user_model().objects.get_or_create(username=username)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    key = secrets.token_urlsafe(32)
+    ApiToken.objects.create(owner=user, name=name, prefix=key[:8], key_hash=ApiToken.hash_key(key))
+    return key
+
+
+def local_admin_create(*, username: str) -> str:
+    """A superuser for a single-machine install, with a new random password (returned)."""
+    password = secrets.token_urlsafe(9)
+    user, _ = get_user_model().objects.get_or_create(username=username)
+    user.is_staff = user.is_superuser = True
+    user.set_password(password)
+    user.save()
+    return password

@@ -1,0 +1,49 @@
+"""The generation rules the page, the API and commands share."""
+
+import pytest
+
+from imagegen.forms import ApiGenerateForm, GenerateForm
+
+VALID = {"prompt": "a red fox", "steps": 20, "guidance_scale": 7.5, "width": 512, "height": 512}
+
+
+def test_valid_request_passes_and_seed_is_optional():
+    form = GenerateForm(VALID)
+    assert form.is_valid(), form.errors
+    assert form.run_arguments()["seed"] is None
+    assert form.run_arguments()["scheduler"] == "euler_a"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("prompt", "", "This field is required."),
+        ("prompt", "   ", "This field is required."),
+        ("prompt", "x" * 1001, "at most 1000 characters"),
+        ("steps", 0, "greater than or equal to 1"),
+        ("steps", 151, "less than or equal to 150"),
+        ("steps", "many", "Enter a whole number."),
+        ("guidance_scale", -1, "greater than or equal to 0"),
+        ("guidance_scale", 30.5, "less than or equal to 30"),
+        ("guidance_scale", "high", "Enter a number."),
+        ("width", 500, "multiple of 8"),
+        ("width", 56, "greater than or equal to 64"),
+        ("height", 1032, "less than or equal to 1024"),
+        ("seed", -1, "greater than or equal to 0"),
+        ("seed", 2**32, "less than or equal to"),
+        ("scheduler", "warp-drive", "Select a valid choice"),
+    ],
+)
+def test_each_rule_names_its_field(field, value, message):
+    form = GenerateForm({**VALID, field: value})
+    assert not form.is_valid()
+    assert message in " ".join(form.errors[field])
+
+
+def test_api_form_uses_the_api_names():
+    form = ApiGenerateForm({**VALID, "num_inference_steps": 151})
+    assert not form.is_valid()
+    assert "num_inference_steps" in form.errors
+    form = ApiGenerateForm({**VALID, "num_inference_steps": 30})
+    assert form.is_valid(), form.errors
+    assert form.run_arguments()["steps"] == 30

@@ -1,0 +1,70 @@
+"""End to end through real processes: daphne, a Celery worker, Redis and a WebSocket client."""
+
+import json
+import urllib.request
+
+import pytest
+from websockets.sync.client import connect
+
+from imagegen import services
+from imagegen.engine import read_png_parameters
+from imagegen.models import Run
+
+pytestmark = pytest.mark.integration
+
+
+def api(stack, method: str, path: str, token: str, body: dict | None = None):
+    request = urllib.request.Request(
+        path if path.startswith("http") else stack.base_url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read()
+
+
+def events_until_closed(ws_url: str, token: str) -> list[dict]:
+    events = []
+    with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as socket:
+        for message in socket:  # ends when the server closes after the job's last event
+            events.append(json.loads(message))
+    return events
+
+
+def test_api_submit_progress_and_result_through_a_real_worker(stack):
+    token = services.api_token_create(username="api-user")
+    loads_before = stack.worker_log_text().count("Loading model")
+    for seed in (11, 12):
+        status, body = api(
+            stack,
+            "POST",
+            "/api/generate",
+            token,
+            {"prompt": "a lighthouse", "num_inference_steps": 12, "width": 256, "height": 256, "seed": seed},
+        )
+        assert status == 202
+        accepted = json.loads(body)
+        assert accepted["ws_url"] == f"{stack.ws_url}/api/v1/ws/{accepted['run_id']}"
+
+        events = events_until_closed(accepted["ws_url"], token)
+        steps = [event["step"] for event in events if event["type"] == "job.progress"]
+        assert steps, events
+        assert steps == sorted(set(steps)) and steps[-1] == 12  # in order, no repeats, up to the last step
+        assert all(event["total"] == 12 for event in events if event["type"] == "job.progress")
+        assert events[-1]["type"] == "job.result"
+        (output,) = events[-1]["outputs"]
+        assert (output["width"], output["height"]) == (256, 256)
+
+        status, body = api(stack, "GET", accepted["status_url"], token)
+        run = json.loads(body)
+        assert (run["status"], run["step"], run["total_steps"]) == ("succeeded", 12, 12)
+        assert run["parameters"]["seed"] == seed
+        status, png = api(stack, "GET", run["outputs"][0]["url"], token)
+        assert png.startswith(b"\x89PNG") and f"Seed: {seed}" in read_png_parameters(png)
+        stored = Run.objects.get(pk=accepted["run_id"]).outputs.get()
+        assert (stack.media_root / stored.file.name).read_bytes() == png
+
+    # The worker loaded the model once (at start, before the first job) and kept it warm.
+    assert stack.worker_log_text().count("Loading model") - loads_before == 0
+    assert stack.worker_log_text().count("Loading model") == 1

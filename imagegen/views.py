@@ -1,0 +1,81 @@
+"""The pages: generate, gallery, run, and the owner-checked image files."""
+
+import mimetypes
+
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from . import selectors, services
+from .forms import GenerateForm
+from .models import Run
+
+RECENT_RUNS_ON_GENERATE_PAGE = 12
+GALLERY_PAGE_SIZE = 48
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def generate(request: HttpRequest) -> HttpResponse:
+    form = GenerateForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            run = services.run_create(owner=request.user, **form.run_arguments())
+            if request.htmx:
+                # The new card goes on top of the list; the form keeps its values for the next try.
+                return render(request, "imagegen/generate.html#new-run", {"run": run})
+            return redirect("imagegen:run", run_id=run.pk)
+        if request.htmx:
+            response = render(request, "imagegen/generate.html#generate-form", {"form": form})
+            response["HX-Retarget"] = "#generate-form"
+            response["HX-Reswap"] = "outerHTML"
+            return response
+    runs = selectors.runs_for_user(user=request.user)[:RECENT_RUNS_ON_GENERATE_PAGE]
+    return render(request, "imagegen/generate.html", {"form": form, "runs": runs})
+
+
+@login_required
+@require_GET
+def gallery(request: HttpRequest) -> HttpResponse:
+    generation_type = request.GET.get("type")
+    if generation_type not in Run.GenerationType.values:
+        generation_type = None
+    runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)[:GALLERY_PAGE_SIZE]
+    return render(
+        request,
+        "imagegen/gallery.html",
+        {"runs": runs, "generation_type": generation_type, "generation_types": Run.GenerationType.choices},
+    )
+
+
+@login_required
+@require_GET
+def run_detail(request: HttpRequest, run_id) -> HttpResponse:
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    return render(request, "imagegen/run.html", {"run": run, "parameters": selectors.run_parameters(run=run)})
+
+
+@login_required
+@require_GET
+def run_live(request: HttpRequest, run_id) -> HttpResponse:
+    """The live parts of a run card, for pages that poll because they have no WebSocket."""
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    return render(request, "imagegen/partials/run_card.html#run-live", {"run": run, "oob": True})
+
+
+@login_required
+@require_GET
+def image_file(request: HttpRequest, image_id) -> FileResponse:
+    image = selectors.image_for_user(user=request.user, image_id=image_id)
+    content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
+    download = "download" in request.GET
+    response = FileResponse(
+        image.file.open("rb"),
+        content_type=content_type,
+        as_attachment=download,
+        filename=f"{image.run_id or 'upload'}-{image.index}.png" if download else None,
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
