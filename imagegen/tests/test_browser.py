@@ -46,9 +46,11 @@ def test_generate_watch_progress_and_see_the_image_without_reload(stack, page):
         if bar.count():
             value = bar.get_attribute("value")
             if value is not None:
+                if int(value) > 0 and not seen - {0}:
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    page.screenshot(path=str(ARTIFACTS / "generate-progress.png"))
                 seen.add(int(value))
         page.wait_for_timeout(30)
-    ARTIFACTS.mkdir(exist_ok=True)
     expect(image).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
     # The bar moved through several steps before the image replaced it.
