@@ -44,6 +44,8 @@ def redis_server_command(port: int, data_dir: Path) -> list[str]:
         "",
         "--appendonly",
         "no",
+        "--loglevel",
+        "warning",
         "--dir",
         str(data_dir),
     ]
