@@ -1,12 +1,14 @@
 """Admin for images, runs and API tokens, with thumbnails served through a staff-only view."""
 
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from .models import ApiToken, Image, Run
+from .models import ApiToken, Image, Run, UserQuota
 
 
 def thumbnail(image: Image | None, size: int = 96) -> str:
@@ -100,3 +102,26 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset) -> None:
         count = queryset.update(revoked=True)
         self.message_user(request, f"Revoked {count} token(s).")
+
+
+@admin.register(UserQuota)
+class UserQuotaAdmin(admin.ModelAdmin):
+    list_display = ("user", "daily_limit")
+    search_fields = ("user__username",)
+    raw_id_fields = ("user",)
+
+
+class UserQuotaInline(admin.StackedInline):
+    model = UserQuota
+    can_delete = True
+    extra = 0
+    max_num = 1
+    verbose_name = "daily generation quota (leave empty for the IMAGEGEN_DAILY_QUOTA setting)"
+
+
+class StudioUserAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, UserQuotaInline]
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), StudioUserAdmin)

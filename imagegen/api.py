@@ -78,6 +78,15 @@ def run_accepted(request: HttpRequest, run: Run) -> JsonResponse:
     )
 
 
+def create_run_response(request: HttpRequest, form: Form) -> JsonResponse:
+    """Create the run a valid form describes: 202 with where to follow it, or 429 over quota."""
+    try:
+        run = services.run_create(owner=request.user, **form.run_arguments())
+    except services.QuotaExceededError as refusal:
+        return error_response(str(refusal), status=429)
+    return run_accepted(request, run)
+
+
 @api_view("POST")
 def generate(request: HttpRequest) -> JsonResponse:
     data = json_body(request)
@@ -86,8 +95,7 @@ def generate(request: HttpRequest) -> JsonResponse:
     form = bind_with_defaults(ApiGenerateForm, data)
     if not form.is_valid():
         return form_error_response(form)
-    run = services.run_create(owner=request.user, **form.run_arguments())
-    return run_accepted(request, run)
+    return create_run_response(request, form)
 
 
 @api_view("GET")

@@ -4,11 +4,7 @@ from django import forms
 
 from . import limits
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
-
-
-def validate_side(value: int) -> None:
-    if value % limits.SIDE_MULTIPLE:
-        raise forms.ValidationError(f"Must be a multiple of {limits.SIDE_MULTIPLE} (got {value}).")
+from .validators import validate_side
 
 
 class GenerateForm(forms.Form):

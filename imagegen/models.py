@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import models
 
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
+from .validators import validate_strength
 
 
 class Image(models.Model):
@@ -104,7 +105,9 @@ class Run(Job):
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True)
     init_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="init_for_runs")
-    strength = models.DecimalField(max_digits=3, decimal_places=2, null=True, blank=True)
+    strength = models.DecimalField(
+        max_digits=3, decimal_places=2, null=True, blank=True, validators=[validate_strength]
+    )
     steps = models.PositiveSmallIntegerField()
     guidance_scale = models.FloatField()
     width = models.PositiveSmallIntegerField()
@@ -139,3 +142,18 @@ class ApiToken(models.Model):
     @staticmethod
     def hash_key(key: str) -> str:
         return hashlib.sha256(key.encode()).hexdigest()
+
+
+class UserQuota(models.Model):
+    """A user's own daily generation limit, overriding the IMAGEGEN_DAILY_QUOTA setting."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quota")
+    daily_limit = models.PositiveIntegerField(
+        help_text="Generations a day (text and image to image, variations, API, batch)."
+    )
+
+    class Meta:
+        verbose_name = "daily quota"
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.daily_limit} a day"

@@ -1,8 +1,13 @@
 """Reads that are more than a filter: what a user may see, and the shapes pages and the API show."""
 
+import io
+import json
+import zipfile
+
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 
+from .engine import format_parameters
 from .models import ApiToken, Image, Run
 
 
@@ -60,3 +65,35 @@ def run_parameters(*, run: Run) -> dict:
     if run.strength is not None:
         parameters["strength"] = float(run.strength)
     return parameters
+
+
+def run_archive(*, run: Run) -> bytes:
+    """The run as a zip: original.png (image to image), generated-N.png and parameters.txt/json."""
+    buffer = io.BytesIO()
+    parameters = run_parameters(run=run)
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        if run.init_image:
+            with run.init_image.file.open("rb") as original:
+                archive.writestr("original.png", original.read())
+        for number, image in enumerate(run.outputs.all(), start=1):
+            with image.file.open("rb") as generated:
+                archive.writestr(f"generated-{number}.png", generated.read())
+        archive.writestr("parameters.json", json.dumps(parameters, indent=2))
+        archive.writestr("parameters.txt", run_parameters_text(run=run))
+    return buffer.getvalue()
+
+
+def run_parameters_text(*, run: Run) -> str:
+    """The parameters in the text format other Stable Diffusion tools read (as in the PNGs)."""
+    return format_parameters(
+        prompt=run.prompt,
+        negative_prompt=run.negative_prompt,
+        steps=run.steps,
+        sampler=run.sampler_label,
+        guidance_scale=run.guidance_scale,
+        seed=run.seed,
+        width=run.width,
+        height=run.height,
+        model=run.model,
+        strength=float(run.strength) if run.strength is not None else None,
+    )

@@ -2,6 +2,8 @@
 
 import logging
 import secrets
+import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -11,6 +13,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
+from PIL import Image as PILImage
 
 from . import progress
 from .engine import (
@@ -22,7 +25,10 @@ from .engine import (
     encode_png,
     random_seed,
 )
-from .models import ApiToken, Image, JobStatus, Run
+from .models import ApiToken, Image, JobStatus, Run, UserQuota
+
+if TYPE_CHECKING:
+    from img2img.uploads import NormalisedImage
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,30 @@ def run_enqueue(*, run: Run) -> None:
     transaction.on_commit(send)
 
 
+class QuotaExceededError(Exception):
+    """The user has used today's generations; str() says so in words a user reads."""
+
+
+def daily_quota(*, user) -> int:
+    override = UserQuota.objects.filter(user=user).values_list("daily_limit", flat=True).first()
+    return settings.IMAGEGEN_DAILY_QUOTA if override is None else override
+
+
+def quota_claim(*, user) -> None:
+    """Count one generation against today's quota, or raise QuotaExceededError.
+
+    Call inside the transaction that creates the run: the user's row is locked first, so two
+    requests at the limit are counted one after the other and cannot both pass.
+    """
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    start_of_day = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    limit = daily_quota(user=user)
+    if Run.objects.filter(owner=user, queued_at__gte=start_of_day).count() >= limit:
+        raise QuotaExceededError(
+            f"You have used all {limit} generations of your daily quota. It renews at midnight UTC."
+        )
+
+
 def run_create(
     *,
     owner,
@@ -64,31 +94,88 @@ def run_create(
     negative_prompt: str = "",
     steps: int,
     guidance_scale: float,
-    width: int,
-    height: int,
+    width: int | None = None,
+    height: int | None = None,
     seed: int | None = None,
     scheduler: str = DEFAULT_SCHEDULER,
     batch_size: int = 1,
+    init_image: Image | None = None,
+    init_upload: "NormalisedImage | None" = None,
+    strength: float | None = None,
 ) -> Run:
-    with transaction.atomic():
-        run = Run.objects.create(
-            owner=owner,
-            generation_type=Run.GenerationType.TEXT_TO_IMAGE,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            steps=steps,
-            total_steps=effective_steps(steps, None),
-            guidance_scale=guidance_scale,
-            width=width,
-            height=height,
-            # Always stored, so every image can be made again: draw one when none was given.
-            seed=random_seed() if seed is None else seed,
-            scheduler=scheduler,
-            model=settings.IMAGEGEN_MODEL,
-            batch_size=batch_size,
-        )
-        run_enqueue(run=run)
+    """Store a queued run and send it to the workers once committed.
+
+    With an init image (an earlier upload, or `init_upload`, stored here) the run is
+    image-to-image at the init image's size, and `strength` says how far to move from it.
+    Raises QuotaExceededError, storing nothing, when the user's daily quota is used up.
+    """
+    stored_upload: Image | None = None
+    try:
+        with transaction.atomic():
+            quota_claim(user=owner)
+            if init_upload is not None:
+                init_image = stored_upload = image_store(
+                    owner=owner,
+                    data=init_upload.data,
+                    kind=Image.Kind.UPLOAD,
+                    name=f"uploads/{uuid.uuid4()}.png",
+                    size=(init_upload.width, init_upload.height),
+                )
+            if init_image is not None:
+                width, height = init_image.width, init_image.height
+                strength = round(strength, 2)
+            run = Run.objects.create(
+                owner=owner,
+                generation_type=Run.GenerationType.IMAGE_TO_IMAGE if init_image else Run.GenerationType.TEXT_TO_IMAGE,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                init_image=init_image,
+                strength=strength,
+                steps=steps,
+                total_steps=effective_steps(steps, strength),
+                guidance_scale=guidance_scale,
+                width=width,
+                height=height,
+                # Always stored, so every image can be made again: draw one when none was given.
+                seed=random_seed() if seed is None else seed,
+                scheduler=scheduler,
+                model=settings.IMAGEGEN_MODEL,
+                batch_size=batch_size,
+            )
+            run_enqueue(run=run)
+    except BaseException:
+        if stored_upload is not None:
+            default_storage.delete(stored_upload.file.name)
+        raise
     return run
+
+
+def run_variation_create(*, run: Run) -> Run:
+    """The same request again (same init image and settings) with a new seed."""
+    return run_create(
+        owner=run.owner,
+        prompt=run.prompt,
+        negative_prompt=run.negative_prompt,
+        steps=run.steps,
+        guidance_scale=run.guidance_scale,
+        width=run.width,
+        height=run.height,
+        scheduler=run.scheduler,
+        batch_size=run.batch_size,
+        init_image=run.init_image,
+        strength=float(run.strength) if run.strength is not None else None,
+    )
+
+
+def run_cancel(*, run: Run) -> bool:
+    """Cancel a queued or running run; a running one stops at its next sampler step."""
+    cancelled = Run.objects.filter(pk=run.pk, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).update(
+        status=JobStatus.CANCELLED, finished_at=timezone.now()
+    )
+    if cancelled:
+        run.refresh_from_db()
+        transaction.on_commit(lambda: progress.publish_status(run))
+    return bool(cancelled)
 
 
 def run_claim(*, run_id, worker: str) -> Run | None:
@@ -118,6 +205,8 @@ def run_execute(*, run_id, worker: str = "") -> None:
         return
     progress.publish_status(run)
     request = GenerationRequest(
+        init_image=load_init_image(run.init_image) if run.init_image else None,
+        strength=float(run.strength) if run.strength is not None else None,
         prompt=run.prompt,
         negative_prompt=run.negative_prompt,
         steps=run.steps,
@@ -144,6 +233,11 @@ def run_execute(*, run_id, worker: str = "") -> None:
         run_fail(run=run, error=UNEXPECTED_FAILURE.format(error=type(error).__name__))
         return
     run_finish(run=run, images=result.images, parameters=result.parameters, model=engine.model_name)
+
+
+def load_init_image(image: Image) -> PILImage.Image:
+    with image.file.open("rb") as file:
+        return PILImage.open(file).convert("RGB")
 
 
 def run_finish(*, run: Run, images, parameters: str, model: str) -> None:

@@ -6,6 +6,7 @@ The defaults serve a local run on one machine: SQLite, Redis on localhost, the b
 
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -105,8 +106,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
-    # A file, not :memory:, so the test suite's worker and web processes share the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # A file, not :memory:, so the test suite's worker and web processes share the test database;
+    # one per test run, so two runs on one machine never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"imagegen-test-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -182,3 +184,6 @@ LOGGING = {
 
 # daphne serves static files itself unless a reverse proxy in front of it does.
 SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
+
+# Generations each user may start a day (runs of every kind); the admin can set it per user.
+IMAGEGEN_DAILY_QUOTA = int(os.environ.get("IMAGEGEN_DAILY_QUOTA", "500"))

@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from img2img import api as img2img_api
+
 from . import api, views
 
 imagegen_patterns = [
@@ -11,8 +13,11 @@ imagegen_patterns = [
     path("gallery/", views.gallery, name="gallery"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
     path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),
+    path("runs/<uuid:run_id>/variation/", views.run_variation, name="run_variation"),
+    path("runs/<uuid:run_id>/download/", views.run_download, name="run_download"),
     path("images/<uuid:image_id>", views.image_file, name="image_file"),
     path("api/generate", api.generate, name="api_generate"),
+    path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
 ]
 

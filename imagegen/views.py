@@ -2,13 +2,16 @@
 
 import mimetypes
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from img2img.forms import StudioForm
+from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
-from .forms import GenerateForm
 from .models import Run
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
@@ -18,21 +21,25 @@ GALLERY_PAGE_SIZE = 48
 @login_required
 @require_http_methods(["GET", "POST"])
 def generate(request: HttpRequest) -> HttpResponse:
-    form = GenerateForm(request.POST or None)
-    if request.method == "POST":
-        if form.is_valid():
+    form = StudioForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        try:
             run = services.run_create(owner=request.user, **form.run_arguments())
+        except services.QuotaExceededError as refusal:
+            form.add_error(None, str(refusal))
+        else:
             if request.htmx:
                 # The new card goes on top of the list; the form keeps its values for the next try.
                 return render(request, "imagegen/generate.html#new-run", {"run": run})
             return redirect("imagegen:run", run_id=run.pk)
-        if request.htmx:
-            response = render(request, "imagegen/generate.html#generate-form", {"form": form})
-            response["HX-Retarget"] = "#generate-form"
-            response["HX-Reswap"] = "outerHTML"
-            return response
-    runs = selectors.runs_for_user(user=request.user)[:RECENT_RUNS_ON_GENERATE_PAGE]
-    return render(request, "imagegen/generate.html", {"form": form, "runs": runs})
+    context = {"form": form, "max_upload_bytes": MAX_UPLOAD_BYTES}
+    if request.method == "POST" and request.htmx:
+        response = render(request, "imagegen/generate.html#generate-form", context)
+        response["HX-Retarget"] = "#generate-form"
+        response["HX-Reswap"] = "outerHTML"
+        return response
+    context["runs"] = selectors.runs_for_user(user=request.user)[:RECENT_RUNS_ON_GENERATE_PAGE]
+    return render(request, "imagegen/generate.html", context)
 
 
 @login_required
@@ -54,6 +61,29 @@ def gallery(request: HttpRequest) -> HttpResponse:
 def run_detail(request: HttpRequest, run_id) -> HttpResponse:
     run = selectors.run_for_user(user=request.user, run_id=run_id)
     return render(request, "imagegen/run.html", {"run": run, "parameters": selectors.run_parameters(run=run)})
+
+
+@login_required
+@require_POST
+def run_variation(request: HttpRequest, run_id) -> HttpResponse:
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    try:
+        variation = services.run_variation_create(run=run)
+    except services.QuotaExceededError as refusal:
+        messages.error(request, str(refusal))
+        return redirect("imagegen:run", run_id=run.pk)
+    return redirect("imagegen:run", run_id=variation.pk)
+
+
+@login_required
+@require_GET
+def run_download(request: HttpRequest, run_id) -> HttpResponse:
+    """A zip of the original, the generated images and the parameters."""
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    response = HttpResponse(selectors.run_archive(run=run), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.zip"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required

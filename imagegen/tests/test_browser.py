@@ -67,3 +67,68 @@ def test_page_without_websockets_completes_by_polling(stack, page):
     run = generate(page, "a quiet harbour", steps=8, size=128)
     expect(page.locator(f"#run-{run.pk}-result img.output")).to_be_visible(timeout=20_000)
     expect(page.locator(f"#run-{run.pk}-status")).to_have_text(re.compile("Succeeded"))
+
+
+def test_image_to_image_page_flow_and_variation(stack, page, tmp_path):
+    from PIL import Image as PILImage
+
+    init = tmp_path / "photo.png"
+    PILImage.new("RGB", (192, 128), (240, 180, 20)).save(init)
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("hello")
+    too_big = tmp_path / "huge.png"
+    too_big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(11 * 1024 * 1024))
+    user = UserFactory()
+    log_in(page, stack, user.username)
+
+    section = page.locator("#image-section")
+    expect(section).to_be_hidden()
+    page.check("input[name=mode][value=image_to_image]")
+    expect(section).to_be_visible()
+    page.check("input[name=mode][value=text_to_image]")
+    expect(section).to_be_hidden()
+    page.check("input[name=mode][value=image_to_image]")
+
+    page.set_input_files("input[name=init_image]", str(not_an_image))
+    expect(page.locator("#upload-error")).to_contain_text("notes.txt is not a PNG, JPEG or WebP image")
+    page.set_input_files("input[name=init_image]", str(too_big))
+    expect(page.locator("#upload-error")).to_contain_text("huge.png is 11.0 MB; the limit is 10 MB")
+    expect(page.locator("#init-preview")).to_be_hidden()
+    page.set_input_files("input[name=init_image]", str(init))
+    expect(page.locator("#upload-error")).to_be_hidden()
+    expect(page.locator("#init-preview")).to_be_visible()
+    page.click("#remove-image")
+    expect(page.locator("#init-preview")).to_be_hidden()
+    assert page.eval_on_selector("input[name=init_image]", "input => input.files.length") == 0
+    page.set_input_files("input[name=init_image]", str(init))
+
+    expect(page.locator("#strength-value")).to_have_text("0.75")
+    page.fill("input[name=strength]", "0.4")
+    expect(page.locator("#strength-value")).to_have_text("0.40")
+
+    page.fill("textarea[name=prompt]", "a watercolour of the photo")
+    page.click("summary")
+    page.fill("input[name=steps]", "10")
+    page.click("button[type=submit]")
+    run = None
+    for _ in range(100):
+        run = Run.objects.filter(prompt="a watercolour of the photo").first()
+        if run:
+            break
+        page.wait_for_timeout(50)
+    assert run is not None and run.generation_type == "image_to_image" and float(run.strength) == 0.4
+    card = page.locator(f"#run-{run.pk}")
+    expect(card.locator(".before img")).to_be_visible()
+    expect(card.locator(".result img.output")).to_be_visible(timeout=20_000)
+    before, after = card.locator(".before img").bounding_box(), card.locator(".result img.output").bounding_box()
+    # Side by side: the generated image to the right of the original, on the same row.
+    assert after["x"] > before["x"] + before["width"]
+    assert before["y"] < after["y"] + after["height"] / 2 < before["y"] + before["height"]
+    page.screenshot(path=str(ARTIFACTS / "image-to-image.png"), full_page=True)
+
+    page.goto(f"{stack.base_url}/runs/{run.pk}/")
+    page.click("#generate-variation")
+    page.wait_for_url(re.compile(rf"/runs/(?!{run.pk})"))
+    variation = Run.objects.exclude(pk=run.pk).get(owner=user)
+    assert variation.seed != run.seed and variation.init_image_id == run.init_image_id
+    expect(page.locator(f"#run-{variation.pk} .result img.output")).to_be_visible(timeout=20_000)

@@ -68,3 +68,51 @@ def test_api_submit_progress_and_result_through_a_real_worker(stack):
     # The worker loaded the model once (at start, before the first job) and kept it warm.
     assert stack.worker_log_text().count("Loading model") - loads_before == 0
     assert stack.worker_log_text().count("Loading model") == 1
+
+
+def test_text_then_image_to_image_in_one_worker_without_loading_again(stack, tmp_path):
+    token = services.api_token_create(username="mixed-user")
+    loads_before = stack.worker_log_text().count("Loading model")
+    status, body = api(
+        stack,
+        "POST",
+        "/api/generate",
+        token,
+        {"prompt": "a harbour", "num_inference_steps": 4, "width": 128, "height": 128, "seed": 3},
+    )
+    assert status == 202
+    text_run = json.loads(body)
+    assert [event["type"] for event in events_until_closed(text_run["ws_url"], token)][-1] == "job.result"
+
+    # The documented multipart call, with the result of the first run as the init image.
+    first_output_url = json.loads(api(stack, "GET", text_run["status_url"], token)[1])["outputs"][0]["url"]
+    _, first_png = api(stack, "GET", first_output_url, token)
+    init = tmp_path / "test.png"
+    init.write_bytes(first_png)
+    boundary = "----imagegen-test"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nA watercolor painting\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="strength"\r\n\r\n0.5\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="num_inference_steps"\r\n\r\n8\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="test.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + init.read_bytes()
+        + b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ]
+    request = urllib.request.Request(
+        f"{stack.base_url}/api/generate_img2img",
+        method="POST",
+        data=b"".join(parts),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 202
+        image_run = json.loads(response.read())
+    events = events_until_closed(image_run["ws_url"], token)
+    steps = [event["step"] for event in events if event["type"] == "job.progress"]
+    assert steps[-1] == 4 and all(e["total"] == 4 for e in events if e["type"] == "job.progress")  # int(8 × 0.5)
+    assert events[-1]["type"] == "job.result"
+    run = Run.objects.get(pk=image_run["run_id"])
+    assert (run.generation_type, run.width, run.height) == ("image_to_image", 128, 128)
+    assert stack.worker_log_text().count("Loading model") == loads_before

@@ -122,3 +122,97 @@ def test_gallery_lists_own_runs_and_filters_by_type(user_client):
     page = user_client.get("/gallery/").content.decode()
     assert "a blue whale" in page
     assert "a blue whale" not in user_client.get("/gallery/?type=image_to_image").content.decode()
+
+
+def png_file(name="photo.png", size=(128, 96)):
+    import io
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, (10, 200, 90)).save(buffer, format="PNG")
+    return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/png")
+
+
+IMAGE_MODE = {"mode": "image_to_image", "prompt": "a watercolour", "steps": 20, "guidance_scale": 7.5, "strength": 0.6}
+
+
+def test_image_mode_creates_an_image_to_image_run_at_the_upload_size(user_client):
+    response = user_client.post("/", {**IMAGE_MODE, "init_image": png_file(), "width": 9999})
+    run = Run.objects.get()
+    assert response["Location"] == f"/runs/{run.pk}/"
+    assert (run.generation_type, run.width, run.height, float(run.strength)) == ("image_to_image", 128, 96, 0.6)
+    assert run.total_steps == 12
+    page = user_client.get(f"/runs/{run.pk}/").content.decode()
+    assert f"/images/{run.init_image.pk}" in page and "Original" in page
+    assert "Generate Variation" in page and f"/runs/{run.pk}/download/" in page
+
+
+def test_text_mode_ignores_image_fields(user_client):
+    user_client.post(
+        "/",
+        {
+            "mode": "text_to_image",
+            "prompt": "fox",
+            "steps": 20,
+            "guidance_scale": 7.5,
+            "width": 256,
+            "height": 256,
+            "strength": 7,
+            "init_image": png_file(),
+        },
+    )
+    run = Run.objects.get()
+    assert (run.generation_type, run.init_image, run.strength, run.width) == ("text_to_image", None, None, 256)
+
+
+def test_image_mode_without_a_file_or_with_a_bad_one_is_a_form_error(user_client):
+    page = user_client.post("/", IMAGE_MODE).content.decode()
+    assert "This field is required." in page
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    bad = SimpleUploadedFile("photo.jpg", b"%PDF-1.4 not an image", content_type="image/jpeg")
+    page = user_client.post("/", {**IMAGE_MODE, "init_image": bad}).content.decode()
+    assert "Not a PNG, JPEG or WebP image" in page
+    assert not Run.objects.exists()
+
+
+def test_over_quota_is_a_clear_message_on_the_page(user_client, settings):
+    settings.IMAGEGEN_DAILY_QUOTA = 0
+    page = user_client.post("/", {**IMAGE_MODE, "mode": "text_to_image", "width": 64, "height": 64}).content.decode()
+    assert "used all 0 generations of your daily quota" in page
+    assert not Run.objects.exists()
+
+
+def test_variation_makes_a_new_run_with_another_seed(user_client):
+    user_client.post("/", {**IMAGE_MODE, "init_image": png_file(), "seed": 5})
+    run = Run.objects.get()
+    response = user_client.post(f"/runs/{run.pk}/variation/")
+    variation = Run.objects.exclude(pk=run.pk).get()
+    assert response["Location"] == f"/runs/{variation.pk}/"
+    assert variation.seed != 5 and variation.init_image_id == run.init_image_id
+
+
+def test_download_zip_holds_original_generated_and_parameters(user_client):
+    import io
+    import zipfile
+
+    user_client.post("/", {**IMAGE_MODE, "init_image": png_file(), "seed": 5})
+    run = Run.objects.get()
+    ImageFactory(owner=run.owner, run=run)
+    response = user_client.get(f"/runs/{run.pk}/download/")
+    assert response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(response.content))
+    assert sorted(archive.namelist()) == ["generated-1.png", "original.png", "parameters.json", "parameters.txt"]
+    assert "Seed: 5" in archive.read("parameters.txt").decode()
+    assert "Denoising strength: 0.6" in archive.read("parameters.txt").decode()
+
+
+def test_gallery_shows_before_after_strength_and_age(user_client):
+    user_client.post("/", {**IMAGE_MODE, "init_image": png_file()})
+    run = Run.objects.get()
+    page = user_client.get("/gallery/?type=image_to_image").content.decode()
+    assert "Image to image" in page and "strength 0.60" in page
+    assert f"/images/{run.init_image.pk}" in page
+    assert "now" in page or "ago" in page
