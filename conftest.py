@@ -31,20 +31,42 @@ def use_redis(url: str) -> None:
         }
     }
     celery_app.conf.broker_url = url
+    # Forget the pools made for the previous URL (kombu keeps them, keyed by URL, for reuse).
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
     channel_layers.backends.clear()
 
 
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen
+    folder: Path
+
+    def url(self, database: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def start(self) -> None:
+        self.process = start_redis(self.port, self.folder, self.folder / "redis.log")
+
+
 @pytest.fixture(scope="session", autouse=True)
-def redis_url(tmp_path_factory):
-    """A private redis-server, so tests never touch (or depend on) a Redis someone else runs."""
+def redis_server(tmp_path_factory):
+    """A private redis-server, so tests never touch (or depend on) a Redis someone else runs.
+
+    Database 0 belongs to the live stack (its worker consumes it); tests without the stack use
+    database 1, so nothing they queue can reach that worker.
+    """
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
-    process = start_redis(port, folder, folder / "redis.log")
-    url = f"redis://127.0.0.1:{port}/0"
-    use_redis(url)
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    server = RedisServer(port=port, process=start_redis(port, folder, folder / "redis.log"), folder=folder)
+    use_redis(server.url(1))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)
@@ -80,16 +102,12 @@ class Stack:
         command += ["-Q", "gpu,light", "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
         with open(self.worker_log, "ab") as log:
             self.worker = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(
-            lambda: any(
-                reply_name.startswith(f"{name}@")
-                for reply in celery_app.control.ping(timeout=0.5)
-                for reply_name in reply
-            ),
-            timeout=60,
-            what="the Celery worker",
-            log=self.worker_log,
-        )
+        wait_until(lambda: self.worker_answers(name), timeout=60, what="the Celery worker", log=self.worker_log)
+
+    def worker_answers(self, name: str) -> bool:
+        # Pinged through this process's current broker: callers point it at the stack's Redis.
+        replies = celery_app.control.ping(timeout=0.5)
+        return any(reply_name.startswith(f"{name}@") for reply in replies for reply_name in reply)
 
     def stop_worker(self) -> None:
         if self.worker and self.worker.poll() is None:
@@ -115,20 +133,24 @@ def wait_until(check, *, timeout: float, what: str, log: Path | None = None):
 
 
 @pytest.fixture(scope="session")
-def live_stack(django_db_setup, redis_url, tmp_path_factory):
+def live_stack(django_db_setup, redis_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("stack")
     port = free_port()
     env = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="imagegen.settings",
         DATABASE_URL=database_url(settings.DATABASES["default"]),
-        REDIS_URL=redis_url,
+        REDIS_URL=redis_server.url(0),
         MEDIA_ROOT=str(folder / "media"),
         SECRET_KEY=settings.SECRET_KEY,
         IMAGEGEN_MODEL_CACHE=str(settings.IMAGEGEN_MODEL_CACHE),
         PYTHONUNBUFFERED="1",
         DEBUG="false",
         ALLOWED_HOSTS="localhost,127.0.0.1",
+        # Recovery in seconds rather than a minute, so the crash tests stay short.
+        IMAGEGEN_HEARTBEAT_INTERVAL="0.5",
+        IMAGEGEN_HEARTBEAT_TIMEOUT="3",
+        IMAGEGEN_HOUSEKEEPING_INTERVAL="0.5",
     )
     stack = Stack(
         base_url=f"http://127.0.0.1:{port}",
@@ -152,20 +174,30 @@ def live_stack(django_db_setup, redis_url, tmp_path_factory):
         what="daphne",
         log=stack.web_log,
     )
+    with open(folder / "housekeeping.log", "ab") as log:
+        housekeeping = subprocess.Popen(
+            [sys.executable, "manage.py", "housekeeping"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    use_redis(redis_server.url(0))
     stack.start_worker()
+    use_redis(redis_server.url(1))
     yield stack
     stack.stop_worker()
-    web.terminate()
-    web.wait(timeout=30)
+    for process in (web, housekeeping):
+        process.terminate()
+        process.wait(timeout=30)
 
 
 @pytest.fixture
-def stack(live_stack, transactional_db, settings):
-    """The live stack for one test; rows it creates are committed so the other processes see them."""
+def stack(live_stack, redis_server, transactional_db, settings):
+    """The live stack for one test; rows it creates are committed so the other processes see them,
+    and what this process queues goes to the stack's worker."""
     settings.MEDIA_ROOT = live_stack.media_root
+    use_redis(redis_server.url(0))
     if live_stack.worker is None or live_stack.worker.poll() is not None:
         live_stack.start_worker()
-    return live_stack
+    yield live_stack
+    use_redis(redis_server.url(1))
 
 
 @pytest.fixture(scope="module")

@@ -65,16 +65,18 @@ def json_body(request: HttpRequest) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def run_accepted(request: HttpRequest, run: Run) -> JsonResponse:
+def run_accepted(request: HttpRequest, run: Run, *, status: int = 202, error: str | None = None) -> JsonResponse:
     scheme = "wss" if request.is_secure() else "ws"
+    body = {"error": error} if error else {}
     return JsonResponse(
         {
+            **body,
             "run_id": str(run.pk),
             "status": run.status,
             "status_url": request.build_absolute_uri(reverse("imagegen:api_run", args=[run.pk])),
             "ws_url": f"{scheme}://{request.get_host()}{api_ws_path(run.pk)}",
         },
-        status=202,
+        status=status,
     )
 
 
@@ -84,6 +86,9 @@ def create_run_response(request: HttpRequest, form: Form) -> JsonResponse:
         run = services.run_create(owner=request.user, **form.run_arguments())
     except services.QuotaExceededError as refusal:
         return error_response(str(refusal), status=429)
+    if run.sent_at is None:
+        # Stored and queued all the same: housekeeping sends it once the broker is back.
+        return run_accepted(request, run, status=503, error=services.QUEUE_UNAVAILABLE)
     return run_accepted(request, run)
 
 
@@ -119,3 +124,12 @@ def run_detail(request: HttpRequest, run_id) -> JsonResponse:
             ],
         }
     )
+
+
+@api_view("POST")
+def run_cancel(request: HttpRequest, run_id) -> JsonResponse:
+    """Cancel a queued or running run: 200 when cancelled, 409 when it had already ended."""
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    if not services.run_cancel(run=run):
+        return error_response(f"The run has already ended ({run.status}).", status=409)
+    return JsonResponse({"run_id": str(run.pk), "status": run.status})

@@ -76,6 +76,9 @@ class JobPageConsumer(JobEventsMixin, AsyncWebsocketConsumer):
     async def job_status(self, event: dict) -> None:
         self.run = await self.reload_run()
         await self.send_live(self.run)
+        # A succeeded run closes after its result; a failed or cancelled one ends here.
+        if self.run.is_finished and self.run.status != JobStatus.SUCCEEDED:
+            await self.close(code=CLOSE_DONE)
 
     async def job_result(self, event: dict) -> None:
         self.run = await self.reload_run()

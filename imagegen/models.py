@@ -71,6 +71,8 @@ class Job(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the job's message last reached the broker; empty while the queue was unreachable.
+    sent_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -157,3 +159,14 @@ class UserQuota(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.daily_limit} a day"
+
+
+class LoginFailure(models.Model):
+    """A failed log-in, kept for a while to slow down password guessing."""
+
+    username = models.CharField(max_length=150, db_index=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.username} from {self.ip_address} at {self.at:%Y-%m-%d %H:%M:%S}"

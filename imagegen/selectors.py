@@ -3,12 +3,15 @@
 import io
 import json
 import zipfile
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
+from django.utils import timezone
 
 from .engine import format_parameters
-from .models import ApiToken, Image, Run
+from .models import ApiToken, Image, LoginFailure, Run
 
 
 def user_for_api_token(*, token: str):
@@ -97,3 +100,11 @@ def run_parameters_text(*, run: Run) -> str:
         model=run.model,
         strength=float(run.strength) if run.strength is not None else None,
     )
+
+
+def login_locked_out(*, username: str, ip_address: str | None) -> bool:
+    """Too many recent failed log-ins for this username from this address, or from anywhere."""
+    since = timezone.now() - timedelta(seconds=settings.IMAGEGEN_LOGIN_LOCKOUT_SECONDS)
+    failures = LoginFailure.objects.filter(username=username, at__gte=since)
+    limit = settings.IMAGEGEN_LOGIN_MAX_FAILURES
+    return failures.filter(ip_address=ip_address).count() >= limit or failures.count() >= 4 * limit

@@ -2,15 +2,18 @@
 
 import logging
 import secrets
+import threading
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from django import db
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from PIL import Image as PILImage
@@ -25,13 +28,18 @@ from .engine import (
     encode_png,
     random_seed,
 )
-from .models import ApiToken, Image, JobStatus, Run, UserQuota
+from .models import ApiToken, Image, JobStatus, LoginFailure, Run, UserQuota
 
 if TYPE_CHECKING:
     from img2img.uploads import NormalisedImage
 
 logger = logging.getLogger(__name__)
 
+QUEUE_UNAVAILABLE = "The queue is unavailable right now: your job is saved and will start when it is back."
+WORKER_LOST = (
+    "The worker stopped while running this job, {attempts} times in all (it may have run out of memory). "
+    "Try a smaller size, fewer images or fewer steps."
+)
 UNEXPECTED_FAILURE = (
     "The generation failed unexpectedly ({error}). Try again; if it keeps failing, tell an administrator."
 )
@@ -57,8 +65,11 @@ def run_enqueue(*, run: Run) -> None:
         try:
             run_job.delay(str(run.pk))
         except BrokerError:
-            # The row stays queued; the user sees it waiting and it can be sent again later.
-            logger.exception("Could not send run %s to the queue", run.pk)
+            # The row stays queued with no sent_at; housekeeping sends it once the broker is back.
+            logger.warning("The queue is unreachable; run %s waits to be sent", run.pk)
+            return
+        run.sent_at = timezone.now()
+        Run.objects.filter(pk=run.pk).update(sent_at=run.sent_at)
 
     transaction.on_commit(send)
 
@@ -218,10 +229,11 @@ def run_execute(*, run_id, worker: str = "") -> None:
         batch_size=run.batch_size,
     )
     try:
-        engine = current_engine()
-        result = engine.generate(
-            request, on_step=progress.ProgressReporter(run), preview_every=settings.IMAGEGEN_PREVIEW_EVERY
-        )
+        with Heartbeat(run):
+            engine = current_engine()
+            result = engine.generate(
+                request, on_step=progress.ProgressReporter(run), preview_every=settings.IMAGEGEN_PREVIEW_EVERY
+            )
     except GenerationCancelled:
         logger.info("Run %s was cancelled while running", run_id)
         return
@@ -233,6 +245,68 @@ def run_execute(*, run_id, worker: str = "") -> None:
         run_fail(run=run, error=UNEXPECTED_FAILURE.format(error=type(error).__name__))
         return
     run_finish(run=run, images=result.images, parameters=result.parameters, model=engine.model_name)
+
+
+class Heartbeat:
+    """Marks the running job's row as alive every few seconds from a thread of its own.
+
+    The step callback cannot do it alone: loading a model or decoding a large image can take
+    longer than the heartbeat timeout, and a job must not be taken from a worker that is alive.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.beat, name=f"heartbeat-{run.pk}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def beat(self) -> None:
+        try:
+            while not self.stopped.wait(settings.IMAGEGEN_HEARTBEAT_INTERVAL):
+                Run.objects.filter(pk=self.run.pk, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now())
+        finally:
+            db.connection.close()
+
+
+def runs_recover() -> dict[str, int]:
+    """Give jobs whose worker died to another worker, and send jobs whose message was lost.
+
+    A running job with no heartbeat for IMAGEGEN_HEARTBEAT_TIMEOUT seconds is queued again, or
+    failed once it has used IMAGEGEN_MAX_ATTEMPTS attempts. A queued job whose message never
+    reached the broker (or reached it long ago, and the broker may have lost it) is sent again;
+    a message that arrives twice is harmless, since only one claim can succeed.
+    """
+    now = timezone.now()
+    counts = {"requeued": 0, "failed": 0, "resent": 0}
+    stale = now - timedelta(seconds=settings.IMAGEGEN_HEARTBEAT_TIMEOUT)
+    for run in Run.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale):
+        unchanged = Run.objects.filter(pk=run.pk, status=JobStatus.RUNNING, heartbeat_at=run.heartbeat_at)
+        if run.attempts >= settings.IMAGEGEN_MAX_ATTEMPTS:
+            error = WORKER_LOST.format(attempts=run.attempts)
+            if unchanged.update(status=JobStatus.FAILED, error=error, finished_at=now):
+                counts["failed"] += 1
+                run.refresh_from_db()
+                progress.publish_status(run)
+        elif unchanged.update(status=JobStatus.QUEUED, worker="", step=0, sent_at=None):
+            counts["requeued"] += 1
+            logger.warning("Run %s lost its worker during attempt %s; queued again", run.pk, run.attempts)
+            run.refresh_from_db()
+            progress.publish_status(run)
+            run_enqueue(run=run)
+    unsent = Q(sent_at__isnull=True, queued_at__lt=now - timedelta(seconds=2))
+    long_ago = Q(sent_at__lt=now - timedelta(seconds=settings.IMAGEGEN_RESEND_QUEUED_AFTER))
+    for run in Run.objects.filter(unsent | long_ago, status=JobStatus.QUEUED):
+        run_enqueue(run=run)
+        if run.sent_at is not None and run.sent_at >= now:  # set by run_enqueue once sent
+            counts["resent"] += 1
+    return counts
 
 
 def load_init_image(image: Image) -> PILImage.Image:
@@ -326,3 +400,10 @@ def local_admin_create(*, username: str) -> str:
     user.set_password(password)
     user.save()
     return password
+
+
+def login_failure_record(*, username: str, ip_address: str | None) -> None:
+    LoginFailure.objects.create(username=username[:150], ip_address=ip_address)
+    # Old failures only matter inside the lockout window.
+    window = timedelta(seconds=settings.IMAGEGEN_LOGIN_LOCKOUT_SECONDS)
+    LoginFailure.objects.filter(at__lt=timezone.now() - window).delete()

@@ -187,3 +187,20 @@ SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
 
 # Generations each user may start a day (runs of every kind); the admin can set it per user.
 IMAGEGEN_DAILY_QUOTA = int(os.environ.get("IMAGEGEN_DAILY_QUOTA", "500"))
+
+# Recovery: a running job whose worker stopped sending heartbeats is given to another worker,
+# at most IMAGEGEN_MAX_ATTEMPTS times in all; queued jobs whose message never reached the broker
+# are sent again. `manage.py housekeeping` (started by `make run`) does this every few seconds.
+IMAGEGEN_MAX_ATTEMPTS = int(os.environ.get("IMAGEGEN_MAX_ATTEMPTS", "3"))
+IMAGEGEN_HEARTBEAT_INTERVAL = float(os.environ.get("IMAGEGEN_HEARTBEAT_INTERVAL", "5"))
+IMAGEGEN_HEARTBEAT_TIMEOUT = float(os.environ.get("IMAGEGEN_HEARTBEAT_TIMEOUT", "60"))
+IMAGEGEN_RESEND_QUEUED_AFTER = float(os.environ.get("IMAGEGEN_RESEND_QUEUED_AFTER", "300"))
+IMAGEGEN_HOUSEKEEPING_INTERVAL = float(os.environ.get("IMAGEGEN_HOUSEKEEPING_INTERVAL", "5"))
+# A request should not hang while Redis is down: fail fast, keep the job queued, send it later.
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+# Log-in throttling: this many failures within the window lock out the (username, address)
+# pair; four times as many lock out the username from everywhere.
+IMAGEGEN_LOGIN_MAX_FAILURES = int(os.environ.get("IMAGEGEN_LOGIN_MAX_FAILURES", "5"))
+IMAGEGEN_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT_SECONDS", "900"))

@@ -15,15 +15,17 @@ imagegen_patterns = [
     path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),
     path("runs/<uuid:run_id>/variation/", views.run_variation, name="run_variation"),
     path("runs/<uuid:run_id>/download/", views.run_download, name="run_download"),
+    path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("images/<uuid:image_id>", views.image_file, name="image_file"),
     path("api/generate", api.generate, name="api_generate"),
     path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
+    path("api/v1/runs/<uuid:run_id>/cancel", api.run_cancel, name="api_run_cancel"),
 ]
 
 urlpatterns = [
     path("", include((imagegen_patterns, "imagegen"))),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
 ]

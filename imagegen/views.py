@@ -3,6 +3,7 @@
 import mimetypes
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -12,6 +13,7 @@ from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
+from .forms import LockoutLoginForm
 from .models import Run
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
@@ -28,6 +30,8 @@ def generate(request: HttpRequest) -> HttpResponse:
         except services.QuotaExceededError as refusal:
             form.add_error(None, str(refusal))
         else:
+            if run.sent_at is None:
+                messages.warning(request, services.QUEUE_UNAVAILABLE)
             if request.htmx:
                 # The new card goes on top of the list; the form keeps its values for the next try.
                 return render(request, "imagegen/generate.html#new-run", {"run": run})
@@ -76,6 +80,16 @@ def run_variation(request: HttpRequest, run_id) -> HttpResponse:
 
 
 @login_required
+@require_POST
+def run_cancel(request: HttpRequest, run_id) -> HttpResponse:
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    services.run_cancel(run=run)
+    if request.htmx:
+        return render(request, "imagegen/partials/run_card.html#run-live", {"run": run, "oob": True})
+    return redirect("imagegen:run", run_id=run.pk)
+
+
+@login_required
 @require_GET
 def run_download(request: HttpRequest, run_id) -> HttpResponse:
     """A zip of the original, the generated images and the parameters."""
@@ -109,3 +123,9 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+class LoginView(auth_views.LoginView):
+    """Django's log-in, refusing further attempts after repeated failures (see LockoutLoginForm)."""
+
+    form_class = LockoutLoginForm

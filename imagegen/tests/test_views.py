@@ -52,6 +52,7 @@ def test_htmx_bad_input_comes_back_as_the_form(user_client):
     assert not Run.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
 def test_htmx_generate_returns_a_live_card(user_client):
     response = user_client.post(
         "/",

@@ -9,7 +9,8 @@ from PIL import Image as PILImage
 from imagegen import services
 from imagegen.models import Image, Run
 
-pytestmark = pytest.mark.django_db
+# Transactional: a run is sent to the queue only once committed, and the API answers 202 only then.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Run everything on one machine: web (daphne), a worker, and a local Redis when none is reachable.
+"""Run everything on one machine: web (daphne), a worker, housekeeping, and a local Redis if needed.
 
 `make run` calls this. Ctrl-C stops every process it started.
 """
@@ -46,6 +46,7 @@ class Command(BaseCommand):
             f"{python} -m celery -A imagegen worker --pool=threads --concurrency=1 -Q gpu,light -l INFO",
             env=env,
         )
+        manager.add_process("housekeeping", f"{python} manage.py housekeeping", env=env)
         shown_host = "localhost" if host in {"127.0.0.1", "0.0.0.0"} else host
         self.stdout.write(
             self.style.SUCCESS(
