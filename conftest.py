@@ -21,6 +21,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
+def pytest_sessionstart(session) -> None:
+    # Figures that tests add up for the README (see imagegen/tests/test_reliability.py).
+    (ARTIFACTS / "reliability.json").unlink(missing_ok=True)
+
+
 def use_redis(url: str) -> None:
     """Point this process's broker and channel layer at the tests' own Redis."""
     settings.REDIS_URL = settings.CELERY_BROKER_URL = url
