@@ -215,21 +215,21 @@ def run_execute(*, run_id, worker: str = "") -> None:
         logger.info("Run %s is not queued any more; nothing to do", run_id)
         return
     progress.publish_status(run)
-    request = GenerationRequest(
-        init_image=load_init_image(run.init_image) if run.init_image else None,
-        strength=float(run.strength) if run.strength is not None else None,
-        prompt=run.prompt,
-        negative_prompt=run.negative_prompt,
-        steps=run.steps,
-        guidance_scale=run.guidance_scale,
-        width=run.width,
-        height=run.height,
-        seed=run.seed,
-        scheduler=run.scheduler,
-        batch_size=run.batch_size,
-    )
     try:
         with Heartbeat(run):
+            request = GenerationRequest(
+                init_image=load_init_image(run.init_image) if run.init_image else None,
+                strength=float(run.strength) if run.strength is not None else None,
+                prompt=run.prompt,
+                negative_prompt=run.negative_prompt,
+                steps=run.steps,
+                guidance_scale=run.guidance_scale,
+                width=run.width,
+                height=run.height,
+                seed=run.seed,
+                scheduler=run.scheduler,
+                batch_size=run.batch_size,
+            )
             engine = current_engine()
             result = engine.generate(
                 request, on_step=progress.ProgressReporter(run), preview_every=settings.IMAGEGEN_PREVIEW_EVERY

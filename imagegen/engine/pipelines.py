@@ -225,6 +225,9 @@ class Engine:
                     )
             except RuntimeError as exc:
                 if _is_out_of_memory(exc):
+                    # Give the failed job's memory back, so the next job starts from a clean slate.
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
                     raise OutOfMemoryError(
                         f"Out of memory at {width}x{height}: try a smaller size, fewer images or fewer steps."
                     ) from exc

@@ -175,3 +175,15 @@ def test_the_same_message_delivered_twice_runs_once(stack):
     assert run.outputs.count() == 1 and len(output_files(stack, run)) == 1
     assert "is not queued any more; nothing to do" in stack.worker_log_text()
     record(duplicate_deliveries=1)
+
+
+def test_a_job_that_fails_inside_the_worker_does_not_stop_the_worker(stack):
+    broken = RunFactory(owner=UserFactory(), steps=4, total_steps=4, width=128, height=128, scheduler="no-such-sampler")
+    services.run_enqueue(run=broken)
+    broken = wait_for_run(broken.pk, finished)
+    assert broken.status == JobStatus.FAILED
+    assert broken.error.startswith("The generation failed unexpectedly (ValueError)")
+    following = RunFactory(owner=broken.owner, steps=4, total_steps=4, width=128, height=128)
+    services.run_enqueue(run=following)
+    assert wait_for_run(following.pk, finished, timeout=20).status == JobStatus.SUCCEEDED
+    record(jobs_failed_readably=1)

@@ -170,3 +170,34 @@ def test_concurrent_requests_at_the_limit_cannot_both_pass(settings):
         thread.join()
     assert sorted(outcomes) == ["created"] * 2 + ["refused"] * 6
     assert Run.objects.filter(owner=owner).count() == 3
+
+
+def test_out_of_memory_fails_the_run_readably_and_the_next_run_works(monkeypatch):
+    unet = services.current_engine().pipeline.unet
+    real_forward = unet.forward
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(unet, "forward", out_of_memory)
+    run = RunFactory(steps=2, total_steps=2)
+    services.run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == JobStatus.FAILED
+    assert run.error == "Out of memory at 64x64: try a smaller size, fewer images or fewer steps."
+
+    monkeypatch.setattr(unet, "forward", real_forward)
+    following = RunFactory(steps=2, total_steps=2)
+    services.run_execute(run_id=following.pk)
+    following.refresh_from_db()
+    assert following.status == JobStatus.SUCCEEDED
+
+
+def test_an_exception_inside_the_pipeline_fails_the_run_readably(monkeypatch):
+    unet = services.current_engine().pipeline.unet
+    monkeypatch.setattr(unet, "forward", lambda *args, **kwargs: 1 / 0)
+    run = RunFactory(steps=2, total_steps=2)
+    services.run_execute(run_id=run.pk)
+    run.refresh_from_db()
+    assert run.status == JobStatus.FAILED
+    assert run.error.startswith("The generation failed unexpectedly (ZeroDivisionError). Try again")
