@@ -1,12 +1,14 @@
 """Test fixtures: a private Redis for every run, and on demand a real Celery worker, a daphne
 server and headless Chromium, all sharing the test database and a media folder."""
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -29,12 +31,8 @@ def pytest_sessionstart(session) -> None:
 def use_redis(url: str) -> None:
     """Point this process's broker and channel layer at the tests' own Redis."""
     settings.REDIS_URL = settings.CELERY_BROKER_URL = url
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [url], "prefix": "imagegen"},
-        }
-    }
+    (host,) = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"]
+    host["address"] = url
     celery_app.conf.broker_url = url
     # Forget the pools made for the previous URL (kombu keeps them, keyed by URL, for reuse).
     celery_app._pool = None
@@ -92,35 +90,124 @@ def database_url(settings_dict: dict) -> str:
 
 @dataclass
 class Stack:
-    """A web server and a worker running as separate processes, like `make run` starts them."""
+    """A web server, housekeeping and workers running as separate processes, as `make run` starts them."""
 
     base_url: str
     ws_url: str
+    redis_url: str
     media_root: Path
-    worker_log: Path
-    web_log: Path
+    folder: Path
     env: dict
-    worker: subprocess.Popen | None = None
+    processes: dict = field(default_factory=dict)
+
+    def alive_workers(self) -> list[str]:
+        return [
+            name for name, process in self.processes.items() if name.startswith("worker") and process.poll() is None
+        ]
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL, as an out-of-memory killer or a power cut would stop it."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait(timeout=10)
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+        with open(self.folder / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
+        self.processes[name] = process
+        return process
 
     def start_worker(self, name: str = "worker1") -> None:
+        """Start a worker and wait until it answers a ping (through this process's current broker,
+        which the callers point at this stack's Redis)."""
         command = [sys.executable, "-m", "celery", "-A", "imagegen", "worker", "--pool=threads", "--concurrency=1"]
         command += ["-Q", "gpu,light", "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
-        with open(self.worker_log, "ab") as log:
-            self.worker = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: self.worker_answers(name), timeout=60, what="the Celery worker", log=self.worker_log)
+        self.start(name, command)
+        wait_until(
+            lambda: self.worker_answers(name),
+            timeout=60,
+            what=f"the Celery worker {name}",
+            log=self.folder / f"{name}.log",
+        )
 
     def worker_answers(self, name: str) -> bool:
-        # Pinged through this process's current broker: callers point it at the stack's Redis.
         replies = celery_app.control.ping(timeout=0.5)
         return any(reply_name.startswith(f"{name}@") for reply in replies for reply_name in reply)
 
-    def stop_worker(self) -> None:
-        if self.worker and self.worker.poll() is None:
-            self.worker.terminate()
-            self.worker.wait(timeout=30)
+    def stop_worker(self, name: str = "worker1") -> None:
+        process = self.processes.pop(name, None)
+        if process and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
 
     def worker_log_text(self) -> str:
-        return self.worker_log.read_text(errors="replace")
+        """Every worker's log so far, this stack's workers one after the other."""
+        return "".join(path.read_text(errors="replace") for path in sorted(self.folder.glob("worker*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            process.wait(timeout=30)
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the test run dies, so no server outlives it."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_stack(folder: Path, redis_url: str, **extra_env: str) -> Stack:
+    """daphne, housekeeping and one worker on the test database, the given Redis and extra settings."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="imagegen.settings",
+        DATABASE_URL=database_url(settings.DATABASES["default"]),
+        REDIS_URL=redis_url,
+        MEDIA_ROOT=str(folder / "media"),
+        SECRET_KEY=settings.SECRET_KEY,
+        IMAGEGEN_MODEL_CACHE=str(settings.IMAGEGEN_MODEL_CACHE),
+        PYTHONUNBUFFERED="1",
+        DEBUG="false",
+        ALLOWED_HOSTS="localhost,127.0.0.1",
+        # Recovery in seconds rather than a minute, so the crash tests stay short.
+        IMAGEGEN_HEARTBEAT_INTERVAL="0.5",
+        IMAGEGEN_HEARTBEAT_TIMEOUT="3",
+        IMAGEGEN_HOUSEKEEPING_INTERVAL="0.5",
+        **extra_env,
+    )
+    stack = Stack(
+        base_url=f"http://127.0.0.1:{port}",
+        ws_url=f"ws://127.0.0.1:{port}",
+        redis_url=redis_url,
+        media_root=folder / "media",
+        folder=folder,
+        env=env,
+    )
+    try:
+        stack.start(
+            "web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "imagegen.asgi:application"]
+        )
+        wait_until(
+            lambda: urllib.request.urlopen(f"{stack.base_url}/login/", timeout=2).status == 200,
+            timeout=60,
+            what="daphne",
+            log=folder / "web.log",
+        )
+        stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])
+        previous = celery_app.conf.broker_url
+        use_redis(redis_url)
+        try:
+            stack.start_worker()
+        finally:
+            use_redis(previous)
+    except BaseException:
+        stack.stop()  # a stack that did not come up must not outlive the test run
+        raise
+    return stack
 
 
 def wait_until(check, *, timeout: float, what: str, log: Path | None = None):
@@ -139,58 +226,9 @@ def wait_until(check, *, timeout: float, what: str, log: Path | None = None):
 
 @pytest.fixture(scope="session")
 def live_stack(django_db_setup, redis_server, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stack")
-    port = free_port()
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="imagegen.settings",
-        DATABASE_URL=database_url(settings.DATABASES["default"]),
-        REDIS_URL=redis_server.url(0),
-        MEDIA_ROOT=str(folder / "media"),
-        SECRET_KEY=settings.SECRET_KEY,
-        IMAGEGEN_MODEL_CACHE=str(settings.IMAGEGEN_MODEL_CACHE),
-        PYTHONUNBUFFERED="1",
-        DEBUG="false",
-        ALLOWED_HOSTS="localhost,127.0.0.1",
-        # Recovery in seconds rather than a minute, so the crash tests stay short.
-        IMAGEGEN_HEARTBEAT_INTERVAL="0.5",
-        IMAGEGEN_HEARTBEAT_TIMEOUT="3",
-        IMAGEGEN_HOUSEKEEPING_INTERVAL="0.5",
-    )
-    stack = Stack(
-        base_url=f"http://127.0.0.1:{port}",
-        ws_url=f"ws://127.0.0.1:{port}",
-        media_root=folder / "media",
-        worker_log=folder / "worker.log",
-        web_log=folder / "web.log",
-        env=env,
-    )
-    with open(stack.web_log, "ab") as log:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "imagegen.asgi:application"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    wait_until(
-        lambda: urllib.request.urlopen(f"{stack.base_url}/login/", timeout=2).status == 200,
-        timeout=60,
-        what="daphne",
-        log=stack.web_log,
-    )
-    with open(folder / "housekeeping.log", "ab") as log:
-        housekeeping = subprocess.Popen(
-            [sys.executable, "manage.py", "housekeeping"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    use_redis(redis_server.url(0))
-    stack.start_worker()
-    use_redis(redis_server.url(1))
+    stack = start_stack(tmp_path_factory.mktemp("stack"), redis_server.url(0))
     yield stack
-    stack.stop_worker()
-    for process in (web, housekeeping):
-        process.terminate()
-        process.wait(timeout=30)
+    stack.stop()
 
 
 @pytest.fixture
@@ -198,9 +236,9 @@ def stack(live_stack, redis_server, transactional_db, settings):
     """The live stack for one test; rows it creates are committed so the other processes see them,
     and what this process queues goes to the stack's worker."""
     settings.MEDIA_ROOT = live_stack.media_root
-    use_redis(redis_server.url(0))
-    if live_stack.worker is None or live_stack.worker.poll() is not None:
-        live_stack.start_worker()
+    use_redis(live_stack.redis_url)
+    if not live_stack.alive_workers():
+        live_stack.start_worker(f"worker{len(live_stack.processes) + 1}")
     yield live_stack
     use_redis(redis_server.url(1))
 

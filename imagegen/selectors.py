@@ -108,3 +108,40 @@ def login_locked_out(*, username: str, ip_address: str | None) -> bool:
     failures = LoginFailure.objects.filter(username=username, at__gte=since)
     limit = settings.IMAGEGEN_LOGIN_MAX_FAILURES
     return failures.filter(ip_address=ip_address).count() >= limit or failures.count() >= 4 * limit
+
+
+def operations_overview() -> dict:
+    """Workers, what each is running, and queue lengths, from Celery's inspection API and Redis.
+
+    Workers answer inspection while busy (their job runs in a pool thread). Anything that cannot
+    be reached is reported as such, not raised: this page is for the moment things go wrong.
+    """
+    from kombu.exceptions import OperationalError
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from .celery import app
+
+    overview = {"workers": [], "queues": [], "error": ""}
+    running = {str(run.pk): run for run in Run.objects.filter(status="running").select_related("owner")}
+    try:
+        inspector = app.control.inspect(timeout=1.0)
+        active = inspector.active() or {}
+        queues = inspector.active_queues() or {}
+        redis = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        queue_names = sorted({queue["name"] for listened in queues.values() for queue in listened} | {"gpu", "light"})
+        overview["queues"] = [{"name": name, "waiting": redis.llen(name)} for name in queue_names]
+    except (OSError, RedisError, OperationalError) as error:
+        overview["error"] = f"The broker could not be reached: {error}"
+        return overview
+    for worker in sorted(set(active) | set(queues)):
+        jobs = []
+        for task in active.get(worker, []):
+            run_id = (task.get("args") or [None])[0]
+            jobs.append({"task": task.get("name"), "run_id": run_id, "run": running.get(str(run_id))})
+        overview["workers"].append(
+            {"name": worker, "queues": [queue["name"] for queue in queues.get(worker, [])], "jobs": jobs}
+        )
+    overview["queued_runs"] = Run.objects.filter(status="queued").count()
+    overview["running_runs"] = len(running)
+    return overview

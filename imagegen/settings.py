@@ -10,6 +10,11 @@ import tempfile
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state that is neither code nor media: the local secret key, SQLite files, model cache.
@@ -136,13 +141,47 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# IMAGEGEN_STORAGE=s3 keeps media in an S3-compatible bucket (AWS, MinIO, R2…) instead. Objects
+# stay private and no bucket URL is ever handed out: downloads still go through the owner-checked
+# view, which reads the object server-side. Unset keys fall back to boto3's own credential chain.
+IMAGEGEN_STORAGE = os.environ.get("IMAGEGEN_STORAGE", "local")
+if IMAGEGEN_STORAGE == "s3":
+    if not os.environ.get("AWS_STORAGE_BUCKET_NAME"):
+        raise ImproperlyConfigured("IMAGEGEN_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME (the bucket for media).")
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": os.environ["AWS_STORAGE_BUCKET_NAME"],
+            "endpoint_url": os.environ.get("AWS_S3_ENDPOINT_URL") or None,
+            "region_name": os.environ.get("AWS_S3_REGION_NAME") or None,
+            "access_key": os.environ.get("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            "file_overwrite": False,
+            "default_acl": None,
+            "querystring_auth": True,
+        },
+    }
+elif IMAGEGEN_STORAGE != "local":
+    raise ImproperlyConfigured(f"IMAGEGEN_STORAGE must be 'local' or 's3', not {IMAGEGEN_STORAGE!r}.")
 
 # Redis is both the Celery broker and the Channels layer.
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "imagegen"},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    # After a Redis restart the pooled connections are dead: check idle ones before
+                    # use and retry once on a new connection, so no WebSocket handshake fails for it.
+                    "health_check_interval": 10,
+                    "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+                    "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+                }
+            ],
+            "prefix": "imagegen",
+        },
     }
 }
 

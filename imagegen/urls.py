@@ -27,5 +27,6 @@ urlpatterns = [
     path("", include((imagegen_patterns, "imagegen"))),
     path("login/", views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/operations/", views.operations, name="operations"),
     path("admin/", admin.site.urls),
 ]

@@ -2,7 +2,8 @@
 
 import mimetypes
 
-from django.contrib import messages
+from django.contrib import admin, messages
+from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -129,3 +130,11 @@ class LoginView(auth_views.LoginView):
     """Django's log-in, refusing further attempts after repeated failures (see LockoutLoginForm)."""
 
     form_class = LockoutLoginForm
+
+
+@staff_member_required
+@require_GET
+def operations(request: HttpRequest) -> HttpResponse:
+    """For operators: are the workers alive, what are they running, how long are the queues."""
+    context = {**admin.site.each_context(request), "title": "Operations", **selectors.operations_overview()}
+    return render(request, "admin/operations.html", context)

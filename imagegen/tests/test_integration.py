@@ -67,7 +67,7 @@ def test_api_submit_progress_and_result_through_a_real_worker(stack):
 
     # The worker loaded the model once (at start, before the first job) and kept it warm.
     assert stack.worker_log_text().count("Loading model") - loads_before == 0
-    assert stack.worker_log_text().count("Loading model") == 1
+    assert stack.worker_log_text().count("Loading model") >= 1  # loaded when the worker started
 
 
 def test_text_then_image_to_image_in_one_worker_without_loading_again(stack, tmp_path):

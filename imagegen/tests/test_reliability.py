@@ -4,8 +4,6 @@ Each test reports what it did to test-artifacts/reliability.json, which the READ
 """
 
 import json
-import os
-import signal
 import time
 import urllib.error
 import urllib.request
@@ -63,9 +61,10 @@ def finished(run: Run) -> bool:
     return run.is_finished
 
 
-def kill_worker(stack) -> None:
-    os.kill(stack.worker.pid, signal.SIGKILL)
-    stack.worker.wait(timeout=10)
+def kill_the_worker_running(stack, run_id) -> str:
+    name = Run.objects.get(pk=run_id).worker.split("@")[0]
+    stack.kill_worker(name)
+    return name
 
 
 def output_files(stack, run) -> list:
@@ -79,11 +78,11 @@ def test_a_worker_killed_mid_job_loses_nothing(stack):
     assert status == 202
     # The heartbeat is written once a second: wait for one from the running job, then kill.
     wait_for_run(accepted["run_id"], running_at_step(3))
-    kill_worker(stack)
-    stack.start_worker("worker2")
+    killed = kill_the_worker_running(stack, accepted["run_id"])
+    stack.start_worker(f"{killed}-after-crash")
     run = wait_for_run(accepted["run_id"], finished, timeout=90)
     assert (run.status, run.attempts) == (JobStatus.SUCCEEDED, 2), run.error
-    assert run.worker.startswith("worker2@")
+    assert run.worker.startswith(f"{killed}-after-crash@")
     assert run.outputs.count() == 1 and len(output_files(stack, run)) == 1
     record(jobs_killed=1, jobs_recovered=1)
 
@@ -92,13 +91,13 @@ def test_a_job_whose_worker_dies_on_its_last_attempt_fails_readably(stack):
     run = RunFactory(owner=UserFactory(), steps=80, total_steps=80, width=512, height=512, attempts=2)
     services.run_enqueue(run=run)
     wait_for_run(run.pk, running_at_step(2))
-    kill_worker(stack)
+    killed = kill_the_worker_running(stack, run.pk)
     run = wait_for_run(run.pk, finished, timeout=60)
     assert (run.status, run.attempts) == (JobStatus.FAILED, 3)
     assert "worker stopped while running this job, 3 times" in run.error
     assert "smaller size" in run.error
     assert not run.outputs.exists()
-    stack.start_worker("worker3")
+    stack.start_worker(f"{killed}-after-crash")
     record(jobs_killed=1, jobs_failed_after_last_attempt=1)
 
 
