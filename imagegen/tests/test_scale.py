@@ -60,6 +60,7 @@ def test_two_workers_share_twenty_concurrent_jobs_each_run_exactly_once(stack, c
         stack.stop_worker("worker-b")
 
 
+@pytest.mark.django_db
 def test_operations_page_is_for_staff_only(client):
     client.force_login(UserFactory())
     response = client.get("/admin/operations/")
