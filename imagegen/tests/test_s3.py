@@ -14,10 +14,11 @@ from django.urls import reverse
 from PIL import Image as PILImage
 from websockets.sync.client import connect
 
-from conftest import die_with_parent, start_stack, use_redis, wait_until
+from conftest import start_stack, use_redis, wait_until
 from imagegen import services
 from imagegen.engine import read_png_parameters
 from imagegen.localredis import free_port
+from imagegen.localstack import die_with_parent
 from imagegen.models import Run
 
 pytestmark = pytest.mark.integration

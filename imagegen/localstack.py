@@ -1,0 +1,176 @@
+"""A whole installation in local processes (daphne, housekeeping, Celery workers), for the tests and
+the benchmarks: the same commands `make run` starts, on a database, Redis and media folder given."""
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from .celery import app as celery_app
+from .localredis import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def point_celery_at(url: str) -> None:
+    """Send this process's messages and pings to the broker at `url` from now on."""
+    celery_app.conf.broker_url = url
+    # Forget the pools made for the previous URL (kombu keeps them, keyed by URL, for reuse).
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+def database_url(settings_dict: dict) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{user}{password}@{host}{port}/{settings_dict['NAME']}"
+
+
+def wait_until(check, *, timeout: float, what: str, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except Exception:
+            result = None
+        if result:
+            return result
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"{what} did not come up within {timeout} s\n{tail}")
+
+
+@dataclass
+class Stack:
+    """A web server, housekeeping and workers running as separate processes, as `make run` starts them."""
+
+    base_url: str
+    ws_url: str
+    redis_url: str
+    media_root: Path
+    folder: Path
+    env: dict
+    processes: dict = field(default_factory=dict)
+
+    def alive_workers(self) -> list[str]:
+        return [
+            name for name, process in self.processes.items() if name.startswith("worker") and process.poll() is None
+        ]
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL, as an out-of-memory killer or a power cut would stop it."""
+        process = self.processes.pop(name)
+        process.kill()
+        process.wait(timeout=10)
+
+    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+        with open(self.folder / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+            )
+        self.processes[name] = process
+        return process
+
+    def start_worker(self, name: str = "worker1") -> None:
+        """Start a worker and wait until it answers a ping (through this process's current broker,
+        which the callers point at this stack's Redis)."""
+        command = [sys.executable, "-m", "celery", "-A", "imagegen", "worker", "--pool=threads", "--concurrency=1"]
+        command += ["-Q", "gpu,light", "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
+        self.start(name, command)
+        wait_until(
+            lambda: self.worker_answers(name),
+            timeout=60,
+            what=f"the Celery worker {name}",
+            log=self.folder / f"{name}.log",
+        )
+
+    def worker_answers(self, name: str) -> bool:
+        replies = celery_app.control.ping(timeout=0.5)
+        return any(reply_name.startswith(f"{name}@") for reply in replies for reply_name in reply)
+
+    def stop_worker(self, name: str = "worker1") -> None:
+        process = self.processes.pop(name, None)
+        if process and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+
+    def worker_log_text(self) -> str:
+        """Every worker's log so far, this stack's workers one after the other."""
+        return "".join(path.read_text(errors="replace") for path in sorted(self.folder.glob("worker*.log")))
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            process.wait(timeout=30)
+
+
+def die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the test run dies, so no server outlives it."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_stack(folder: Path, redis_url: str, **extra_env: str) -> Stack:
+    """daphne, housekeeping and one worker on this process's database, the given Redis and extra settings.
+
+    Workers are pinged through this process's Celery app, pointed at `redis_url` meanwhile.
+    """
+    port = free_port()
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="imagegen.settings",
+        DATABASE_URL=database_url(settings.DATABASES["default"]),
+        REDIS_URL=redis_url,
+        MEDIA_ROOT=str(folder / "media"),
+        SECRET_KEY=settings.SECRET_KEY,
+        IMAGEGEN_MODEL_CACHE=str(settings.IMAGEGEN_MODEL_CACHE),
+        PYTHONUNBUFFERED="1",
+        DEBUG="false",
+        ALLOWED_HOSTS="localhost,127.0.0.1",
+        # Recovery in seconds rather than a minute, so the crash tests stay short.
+        IMAGEGEN_HEARTBEAT_INTERVAL="0.5",
+        IMAGEGEN_HEARTBEAT_TIMEOUT="3",
+        IMAGEGEN_HOUSEKEEPING_INTERVAL="0.5",
+        **extra_env,
+    )
+    stack = Stack(
+        base_url=f"http://127.0.0.1:{port}",
+        ws_url=f"ws://127.0.0.1:{port}",
+        redis_url=redis_url,
+        media_root=folder / "media",
+        folder=folder,
+        env=env,
+    )
+    try:
+        stack.start(
+            "web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "imagegen.asgi:application"]
+        )
+        wait_until(
+            lambda: urllib.request.urlopen(f"{stack.base_url}/login/", timeout=2).status == 200,
+            timeout=60,
+            what="daphne",
+            log=folder / "web.log",
+        )
+        stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])
+        previous = celery_app.conf.broker_url
+        point_celery_at(redis_url)
+        try:
+            stack.start_worker()
+        finally:
+            point_celery_at(previous)
+    except BaseException:
+        stack.stop()  # a stack that did not come up must not outlive the test run
+        raise
+    return stack
