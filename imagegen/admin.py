@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from . import services
 from .models import ApiToken, Image, Run, UserQuota
 
 
@@ -100,7 +101,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset) -> None:
-        count = queryset.update(revoked=True)
+        count = services.api_tokens_revoke(tokens=queryset)
         self.message_user(request, f"Revoked {count} token(s).")
 
 

@@ -123,6 +123,11 @@ class Run(Job):
         return f"{self.prompt[:60]} ({self.get_status_display()})"
 
     @property
+    def strength_float(self) -> float | None:
+        """The strength as the engine and JSON take it (stored as a two-place decimal)."""
+        return float(self.strength) if self.strength is not None else None
+
+    @property
     def sampler_label(self) -> str:
         return SAMPLER_LABELS[self.scheduler]
 

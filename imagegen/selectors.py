@@ -66,7 +66,7 @@ def run_parameters(*, run: Run) -> dict:
         "batch_size": run.batch_size,
     }
     if run.strength is not None:
-        parameters["strength"] = float(run.strength)
+        parameters["strength"] = run.strength_float
     return parameters
 
 
@@ -98,7 +98,7 @@ def run_parameters_text(*, run: Run) -> str:
         width=run.width,
         height=run.height,
         model=run.model,
-        strength=float(run.strength) if run.strength is not None else None,
+        strength=run.strength_float,
     )
 
 

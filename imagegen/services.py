@@ -174,7 +174,7 @@ def run_variation_create(*, run: Run) -> Run:
         scheduler=run.scheduler,
         batch_size=run.batch_size,
         init_image=run.init_image,
-        strength=float(run.strength) if run.strength is not None else None,
+        strength=run.strength_float,
     )
 
 
@@ -219,7 +219,7 @@ def run_execute(*, run_id, worker: str = "") -> None:
         with Heartbeat(run):
             request = GenerationRequest(
                 init_image=load_init_image(run.init_image) if run.init_image else None,
-                strength=float(run.strength) if run.strength is not None else None,
+                strength=run.strength_float,
                 prompt=run.prompt,
                 negative_prompt=run.negative_prompt,
                 steps=run.steps,
@@ -390,6 +390,11 @@ def api_token_create(*, username: str, name: str = "") -> str:
     key = secrets.token_urlsafe(32)
     ApiToken.objects.create(owner=user, name=name, prefix=key[:8], key_hash=ApiToken.hash_key(key))
     return key
+
+
+def api_tokens_revoke(*, tokens) -> int:
+    """Revoke API tokens (a queryset); they stop authenticating at once. Returns how many."""
+    return tokens.filter(revoked=False).update(revoked=True)
 
 
 def local_admin_create(*, username: str) -> str:
