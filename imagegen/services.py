@@ -57,6 +57,15 @@ def current_engine():
     )
 
 
+def engine_warm_up() -> None:
+    """Load the model and run one tiny generation before the first job arrives.
+
+    The first generation in a process pays for one-time set-up in torch (seconds on a CPU);
+    paying it here means no user's first job waits for it.
+    """
+    current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64, guidance_scale=1.0))
+
+
 def run_enqueue(*, run: Run) -> None:
     """Send the run to the GPU queue once the row that the worker will claim is committed."""
     from .tasks import run_job

@@ -13,5 +13,4 @@ def run_job(run_id: str) -> None:
 
 @worker_ready.connect
 def warm_engine(**_) -> None:
-    # Load the model before the first job arrives, so no user waits for it.
-    services.current_engine().load()
+    services.engine_warm_up()
