@@ -63,7 +63,7 @@ def engine_warm_up() -> None:
     The first generation in a process pays for one-time set-up in torch (seconds on a CPU);
     paying it here means no user's first job waits for it.
     """
-    current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64, guidance_scale=1.0))
+    current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64))
 
 
 def run_enqueue(*, run: Run) -> None:
