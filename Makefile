@@ -13,6 +13,12 @@ run: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every figure of the README's Performance section; each script prints one line and writes
+# bench/results/<name>.json. BENCH_ARGS=--quick for a short run.
+BENCHMARKS := overhead strength memory latency web_load uploads gpu
+bench: setup
+	@for name in $(BENCHMARKS); do $(BIN)/python bench/$$name.py $(BENCH_ARGS) || exit 1; done
+
 lint: setup
 	$(BIN)/ruff check .
 

@@ -207,6 +207,9 @@ IMAGEGEN_MODEL = os.environ.get("IMAGEGEN_MODEL", "tiny")
 IMAGEGEN_DEVICE = os.environ.get("IMAGEGEN_DEVICE", "auto")
 IMAGEGEN_DTYPE = os.environ.get("IMAGEGEN_DTYPE", "auto")
 IMAGEGEN_MODEL_CACHE = Path(os.environ.get("IMAGEGEN_MODEL_CACHE", VAR_DIR / "models"))
+# Workers lower their CPU priority by this much (0: not at all), so pages stay quick on a
+# machine where a worker computes on the CPU beside the web server.
+IMAGEGEN_WORKER_NICE = int(os.environ.get("IMAGEGEN_WORKER_NICE", "10"))
 # Every Nth step the worker sends a small preview image with its progress event (0: never).
 IMAGEGEN_PREVIEW_EVERY = int(os.environ.get("IMAGEGEN_PREVIEW_EVERY", "5"))
 

@@ -1,7 +1,10 @@
 """Celery tasks: each takes an id, calls a service, and nothing else."""
 
+import os
+
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
+from django.conf import settings
 
 from . import services
 
@@ -14,3 +17,11 @@ def run_job(run_id: str) -> None:
 @worker_ready.connect
 def warm_engine(**_) -> None:
     services.engine_warm_up()
+
+
+@worker_init.connect
+def lower_priority(**_) -> None:
+    # On a machine that also serves the web, a CPU-bound worker must not starve page requests.
+    # Threads started later (the pool's, torch's) inherit this priority.
+    if settings.IMAGEGEN_WORKER_NICE:
+        os.nice(settings.IMAGEGEN_WORKER_NICE)
