@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -18,7 +19,7 @@ from .forms import LockoutLoginForm
 from .models import Run
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
-GALLERY_PAGE_SIZE = 48
+GALLERY_PAGE_SIZE = 24
 
 
 @login_required
@@ -53,11 +54,17 @@ def gallery(request: HttpRequest) -> HttpResponse:
     generation_type = request.GET.get("type")
     if generation_type not in Run.GenerationType.values:
         generation_type = None
-    runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)[:GALLERY_PAGE_SIZE]
+    runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
+    page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "imagegen/gallery.html",
-        {"runs": runs, "generation_type": generation_type, "generation_types": Run.GenerationType.choices},
+        {
+            "runs": page,
+            "page": page,
+            "generation_type": generation_type,
+            "generation_types": Run.GenerationType.choices,
+        },
     )
 
 

@@ -217,3 +217,12 @@ def test_gallery_shows_before_after_strength_and_age(user_client):
     assert "Image to image" in page and "strength 0.60" in page
     assert f"/images/{run.init_image.pk}" in page
     assert "now" in page or "ago" in page
+
+
+def test_gallery_pages_through_older_runs(user_client):
+    for number in range(30):
+        RunFactory(owner=user_client.user, prompt=f"run number {number:02d}")
+    first = user_client.get("/gallery/").content.decode()
+    assert "run number 29" in first and "run number 05" not in first and "Older →" in first
+    second = user_client.get("/gallery/?page=2").content.decode()
+    assert "run number 05" in second and "run number 29" not in second and "← Newer" in second
