@@ -17,7 +17,7 @@ test: setup
 # bench/results/<name>.json. BENCH_ARGS=--quick for a short run.
 BENCHMARKS := overhead strength memory latency web_load uploads gpu
 bench: setup
-	@for name in $(BENCHMARKS); do $(BIN)/python bench/$$name.py $(BENCH_ARGS) || exit 1; done
+	@for name in $(BENCHMARKS); do $(BIN)/python -m bench.$$name $(BENCH_ARGS) || exit 1; done
 
 lint: setup
 	$(BIN)/ruff check .
