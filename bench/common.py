@@ -5,10 +5,8 @@ sets the environment before Django is imported, so the scripts import Django and
 """
 
 import contextlib
-import datetime
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -19,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.engine_common import LOAD_AT_START, machine_info, median, write_result  # noqa: F401 - shared
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-LOAD_AT_START = os.getloadavg()[0]
 
 
 def log(message: str) -> None:
@@ -151,36 +149,6 @@ def percentile(values: list[float], percent: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def median(values: list[float]) -> float:
-    return percentile(values, 50)
-
-
-def machine_info() -> dict:
-    import torch
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "load_1min_at_start": round(LOAD_AT_START, 2),
-        "load_1min_at_end": round(os.getloadavg()[0], 2),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    }
-
-
 def load_note() -> str:
     """Other processes share this machine's CPU; the summary line says how busy it was."""
     return f"load {LOAD_AT_START:.1f}→{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
-
-
-def write_result(name: str, summary_line: str, figures: dict) -> Path:
-    """Print the one summary line and keep it with the figures in bench/results/<name>.json."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    document = {"name": name, "summary": summary_line, "figures": figures, "machine": machine_info()}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    print(summary_line, flush=True)
-    return path

@@ -13,6 +13,8 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MODELS_DIR = REPO_ROOT / "var" / "models"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Other processes may share the CPU; every result says how busy the machine was.
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def machine_info() -> dict[str, Any]:
@@ -28,6 +30,8 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "device": "cuda" if cuda else "cpu",
         "cuda_name": torch.cuda.get_device_name(0) if cuda else None,
+        "load_1min_at_start": round(LOAD_AT_START, 2),
+        "load_1min_at_end": round(os.getloadavg()[0], 2),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
@@ -59,5 +63,5 @@ def write_result(name: str, summary_line: str, figures: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     document = {"name": name, "summary": summary_line, "machine": machine_info(), "figures": figures}
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
-    print(summary_line)
+    print(summary_line, flush=True)
     return path

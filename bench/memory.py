@@ -2,8 +2,10 @@
 
 The derived pipelines (Engine.img2img_pipeline, Engine.inpaint_pipeline, via from_pipe) should
 share the text-to-image pipeline's modules, so they should add activations at most, not weights.
-Each phase runs in a fresh process so its peak is its own: on CPU the peak resident set size
-(ru_maxrss), on CUDA torch.cuda.max_memory_allocated.
+Each phase runs in a fresh process, and its peak is taken from the loaded model on (loading peaks
+by itself): on CPU the peak resident set size (VmHWM, reset through /proc/self/clear_refs), on
+CUDA torch.cuda.max_memory_allocated. On Linux CPUs the phases also run once with glibc's mmap
+threshold pinned, which tells memory the tensors need from freed memory the allocator keeps.
 
     .venv/bin/python bench/memory.py [--quick] [--model tiny|sd15-random|FOLDER] [--size 512]
 """
@@ -90,6 +92,7 @@ def _run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     engine.load()
     # Loading peaks on its own (file pages, dtype casts) and by a different amount each run, which
     # would hide what generating costs; the peaks compared start from the loaded model instead.
+    result["loading_peak_rss"] = _status_bytes("VmHWM")
     result["peak_reset"] = _reset_peak_rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -159,15 +162,17 @@ def _peak(result: dict[str, Any], key: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 steps and 256 px: a smoke run, not the 512 px figure")
+    parser.add_argument(
+        "--quick", action="store_true", help="256 px, one run of each phase: a smoke run, not the 512 px figure"
+    )
     parser.add_argument("--model", default="tiny", help='"tiny", "sd15-random" (SD 1.5 shapes) or a diffusers folder')
     parser.add_argument("--size", type=int, help="image side in pixels (default 512, quick 256)")
-    parser.add_argument("--steps", type=int, help="sampling steps per run (default 4, quick 2)")
+    parser.add_argument("--steps", type=int, help="sampling steps per run (default 2: memory does not grow with steps)")
     parser.add_argument("--repeats", type=int, help="fresh-process runs of each phase (default 2, quick 1)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    args.steps = args.steps or (2 if args.quick else 4)
+    args.steps = args.steps or 2
     args.size = args.size or (256 if args.quick else 512)
 
     if args.phase:
@@ -181,9 +186,11 @@ def main() -> None:
     # Peak RSS differs by a few percent between identical runs (allocator, threads), so the phases
     # alternate in fresh processes and each one's median peak is compared.
     runs: dict[tuple[str, bool], list[dict[str, Any]]] = {(p, f): [] for f in allocators for p in PHASES}
-    for _ in range(args.repeats or (1 if args.quick else 2)):
+    for repeat in range(args.repeats or (1 if args.quick else 2)):
         for phase, fixed_threshold in runs:
-            runs[phase, fixed_threshold].append(_spawn(phase, args, fixed_threshold=fixed_threshold))
+            # With the threshold pinned the peaks repeat to within a MiB, so once is enough.
+            if not (fixed_threshold and repeat):
+                runs[phase, fixed_threshold].append(_spawn(phase, args, fixed_threshold=fixed_threshold))
     alone, everything = runs["txt2img", False][0], runs["all", False][0]
     if not cuda and not alone["peak_reset"]:
         print("note: /proc/self/clear_refs is not writable here, so the peaks include loading the model")
@@ -194,7 +201,10 @@ def main() -> None:
     # Over the interpreter and libraries (CPU) or over nothing (CUDA): what the model itself costs.
     floor = 0 if cuda else alone["timeline"][0]["rss"]
     ratio_over_floor = (peak_all - floor) / (peak_alone - floor)
-    loading_peaks = {phase: median(_peak(run, "peak_rss") for run in runs[phase, False]) for phase in PHASES}
+    loading_peaks = {
+        phase: median(max(run["loading_peak_rss"], _peak(run, "peak_rss")) for run in runs[phase, False])
+        for phase in PHASES
+    }
     pinned = (
         {phase: median(_peak(run, key) for run in runs[phase, True]) for phase in PHASES} if True in allocators else {}
     )
@@ -229,13 +239,14 @@ def main() -> None:
             if pinned
             else ""
         )
-        + f"); weights {weights / MIB:.1f} MiB{note}; process peak RSS with loading "
+        + f"); weights {weights / MIB:.1f} MiB{note}; process peak RSS, loading included, "
         f"{loading_peaks['all'] / MIB:.0f} vs {loading_peaks['txt2img'] / MIB:.0f} MiB; "
         f"unet/vae/text_encoder/tokenizer shared: {'yes' if shared_ok else 'NO'} "
         f"({args.model} {args.size}px {alone['device']} {alone['dtype']}, median of {len(peaks['all'])})"
     )
+    # Other models' results go beside the default one instead of replacing it.
     write_result(
-        "memory",
+        "memory" if args.model == "tiny" else f"memory-{Path(args.model).name}",
         summary,
         {
             "model": args.model,

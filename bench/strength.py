@@ -4,7 +4,7 @@ Image-to-image skips the noisiest (1 - strength) of the steps but adds a VAE enc
 image, so the model is: img2img ≈ strength × txt2img + VAE encode. Variants are alternated within
 each round and ratios are taken per round, so a machine that slows down mid-run skews them less.
 
-    .venv/bin/python bench/strength.py [--quick] [--steps 40] [--model tiny]
+    .venv/bin/python bench/strength.py [--quick] [--steps 40] [--model tiny|sd15-random] [--threads 1]
 """
 
 import argparse
@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from bench.engine_common import MODELS_DIR, median, timed, write_result
+from bench.sd15_random import model_source
 from imagegen.engine import Engine, GenerationRequest, effective_steps
 
 STRENGTHS = (0.25, 0.5, 0.75)
@@ -66,20 +67,25 @@ def _component_seconds(engine: Engine, init_image: Image.Image) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds and a 20 s budget (under 30 s on a quiet CPU)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds and a 15 s budget (under 30 s on a quiet CPU)")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--repeats", type=int, help="most rounds after warm-up (default 8, quick 2)")
     parser.add_argument(
         "--budget", type=float, help="stop starting rounds after this many seconds (default 90, quick 15)"
     )
-    parser.add_argument("--model", default="tiny", help='"tiny" or a diffusers folder')
+    parser.add_argument("--model", default="tiny", help='"tiny", "sd15-random" or a diffusers folder')
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads (default torch's); 1 gives steadier ratios on a busy machine"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = args.repeats or (2 if args.quick else 8)
     budget = args.budget or (15.0 if args.quick else 90.0)
 
-    engine = Engine(args.model, device=args.device, cache_dir=MODELS_DIR)
+    engine = Engine(model_source(args.model), device=args.device, cache_dir=MODELS_DIR)
     engine.load()
     # Warm-up at a few steps (allocator, kernel selection for these shapes); its image is the init image.
     init_image = engine.generate(_request(args, steps=4)).images[0]
@@ -88,6 +94,8 @@ def main() -> None:
 
     variants: list[str | float] = [TXT2IMG, *STRENGTHS]
     seconds: dict[str, list[float]] = {str(v): [] for v in variants}
+    # CPU time of this process: on a CPU it counts the work done, whatever else the machine runs.
+    cpu_seconds: dict[str, list[float]] = {str(v): [] for v in variants}
     ratios: dict[str, list[float]] = {str(s): [] for s in STRENGTHS}
     components: dict[str, list[float]] = {"prompt_encode": [], "vae_encode": [], "vae_decode": []}
     started = time.perf_counter()
@@ -102,7 +110,9 @@ def main() -> None:
                 request = _request(args, steps=args.steps)
             else:
                 request = _request(args, steps=args.steps, init_image=init_image, strength=variant)
+            cpu_started = time.process_time()
             this_round[str(variant)], _ = timed(lambda request=request: engine.generate(request))
+            cpu_seconds[str(variant)].append(time.process_time() - cpu_started)
         for name, value in _component_seconds(engine, init_image).items():
             components[name].append(value)
         for variant, value in this_round.items():
@@ -131,6 +141,7 @@ def main() -> None:
             # Median of the per-round ratios: each pairs runs made close together.
             "ratio": median(ratios[str(strength)]),
             "ratio_of_fastest": min(seconds[str(strength)]) / txt2img,
+            "cpu_time_ratio": median(cpu_seconds[str(strength)]) / median(cpu_seconds[TXT2IMG]),
             # The brief's model, and one that also keeps prompt encoding and the VAE decode whole.
             "predicted_ratio": (fraction * txt2img + parts["vae_encode"]) / txt2img,
             "predicted_ratio_fixed_costs": (fixed + fraction * (txt2img - fixed) + parts["vae_encode"]) / txt2img,
@@ -140,8 +151,9 @@ def main() -> None:
     def listing(key: str) -> str:
         return ", ".join(f"{s}→{rows[str(s)][key]:.2f}" for s in STRENGTHS)
 
+    cpu_note = f"; CPU time: {listing('cpu_time_ratio')}" if engine.device == "cpu" else ""
     print(
-        f"fastest runs: {listing('ratio_of_fastest')}; where txt2img's {txt2img:.2f} s goes: "
+        f"fastest runs: {listing('ratio_of_fastest')}{cpu_note}; where txt2img's {txt2img:.2f} s goes: "
         f"{per_step * 1000:.0f} ms per step × {args.steps}, prompt encode {parts['prompt_encode'] * 1000:.0f} ms, "
         f"VAE decode {parts['vae_decode'] * 1000:.0f} ms; predicted (strength × txt2img + encode): "
         f"{listing('predicted_ratio')}; keeping fixed costs whole: {listing('predicted_ratio_fixed_costs')}"
@@ -151,8 +163,9 @@ def main() -> None:
         f"VAE encode {parts['vae_encode'] * 1000:.0f} ms; txt2img {median(seconds[TXT2IMG]):.2f} s median, "
         f"{args.model} {args.size}px {args.steps} steps on {engine.device}, median of {rounds} rounds)"
     )
+    # Other models' results go beside the default one instead of replacing it.
     write_result(
-        "strength",
+        "strength" if args.model == "tiny" else f"strength-{Path(args.model).name}",
         summary,
         {
             "model": args.model,
@@ -162,6 +175,7 @@ def main() -> None:
             "steps": args.steps,
             "rounds": rounds,
             "quick": args.quick,
+            "torch_threads": torch.get_num_threads(),
             "txt2img_median_seconds": median(seconds[TXT2IMG]),
             "txt2img_fastest_seconds": txt2img,
             "strengths": rows,
@@ -170,6 +184,7 @@ def main() -> None:
             "target_ratio_at_half": TARGET_AT_HALF,
             "target_met": met,
             "raw_seconds": seconds,
+            "raw_cpu_seconds": cpu_seconds,
             "raw_component_seconds": components,
         },
     )
