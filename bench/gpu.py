@@ -1,12 +1,13 @@
 """Sampling speed of Stable Diffusion 1.5 shapes (random weights): raw diffusers variants against the service engine.
 
-On CUDA: 512×512, float16, 30 steps, Euler a (the engine's default sampler) for diffusers'
-default (SDPA attention), its UNet in channels_last, the service Engine on the same folder, and
-with --compile the UNet in channels_last under torch.compile. The variants are alternated round
-by round and the service/raw ratio is taken per round. On a CPU it runs a smoke version
-(256×256, float32, 2 steps, one round): GPU figures need a CUDA machine.
+On CUDA: 512×512, float16, 30 steps, Euler a (the engine's default sampler), timing diffusers'
+default (SDPA attention), its UNet in channels_last, and the service Engine.generate; raw diffusers
+runs on the engine's own modules, so the two differ only in the engine's wrapping. The variants
+alternate round by round after a warm-up, and the service/raw ratio is taken per round. With
+--compile the UNet, in channels_last, is then timed under torch.compile. On a CPU it is a smoke
+run (256×256, float32, 2 steps, one unwarmed round): GPU figures need a CUDA machine.
 
-    .venv/bin/python bench/gpu.py [--quick] [--compile [--compile-mode reduce-overhead]] [--model tiny]
+    .venv/bin/python bench/gpu.py [--quick] [--compile [--compile-mode max-autotune]] [--steps 50]
 """
 
 import argparse
@@ -212,7 +213,8 @@ def main() -> None:
             "median_loop_its": median(loop) if loop else None,
         }
     ratio = median(service_ratios)
-    met = ratio <= 1 + TARGET_SERVICE_OVERHEAD
+    # One unwarmed CPU run per variant says nothing about a 5% difference.
+    met = ratio <= 1 + TARGET_SERVICE_OVERHEAD if cuda else None
     figures.update(
         {
             "model": args.model,
@@ -231,20 +233,28 @@ def main() -> None:
     for variant, row in by_variant.items():
         loop = f", sampling loop alone {row['median_loop_its']:.2f} it/s" if row["median_loop_its"] else ""
         print(f"{variant}: {row['median_seconds']:.2f} s = {row['median_its']:.2f} it/s{loop}")
-    print("published anchors (50 steps, whole pipeline): " + ", ".join(f"{k} ≈ {v} it/s" for k, v in ANCHORS.items()))
+    print(
+        "published anchors (50 steps, whole pipeline; at fewer steps the VAE decode weighs more, "
+        "so compare with --steps 50): " + ", ".join(f"{k} ≈ {v} it/s" for k, v in ANCHORS.items())
+    )
     speeds = ", ".join(f"{variant} {row['median_its']:.2f} it/s" for variant, row in by_variant.items())
     where = machine_info()["cuda_name"] or "CPU"
     summary = (
         f"gpu: {args.model} {size}px {steps} steps {str(dtype).removeprefix('torch.')} on {where}: {speeds}; "
-        f"service/raw {ratio:.3f} (target ≤ {1 + TARGET_SERVICE_OVERHEAD:.2f}: {'met' if met else 'MISSED'})"
+        f"service/raw {ratio:.3f} (target ≤ {1 + TARGET_SERVICE_OVERHEAD:.2f}: "
+        f"{'no verdict on CPU' if met is None else 'met' if met else 'MISSED'})"
     )
     if cuda:
-        summary += f"; anchors A100 ≈ {ANCHORS['A100 SDPA']} it/s SDPA, ≈ {ANCHORS[COMPILED_ANCHOR]} it/s compiled"
+        summary += (
+            f"; anchors A100 ≈ {ANCHORS['A100 SDPA']} it/s SDPA, "
+            f"≈ {ANCHORS[COMPILED_ANCHOR]} it/s compiled + channels_last"
+        )
     else:
         summary += (
             f"; CPU smoke run ({rounds} round(s), no warm-up), not a measurement — GPU figures need a CUDA machine"
         )
-    write_result("gpu", summary, figures)
+    # Other models' results go beside the default one instead of replacing it.
+    write_result("gpu" if args.model == NAME else f"gpu-{Path(args.model).name}", summary, figures)
 
 
 if __name__ == "__main__":

@@ -23,8 +23,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
+from PIL import Image, ImageDraw
 
-from bench.engine_common import median, write_result
+from bench.engine_common import MODELS_DIR, median, write_result
+from bench.sd15_random import model_source
+from imagegen.engine import Engine, GenerationRequest
 
 # The target: running all three pipelines peaks at most this much above text-to-image alone.
 TARGET_RATIO = 1.05
@@ -62,15 +65,13 @@ def _peak_rss() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def _uses_cuda(device: str) -> bool:
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+
+
 def _run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one phase in this process and return its memory readings."""
-    from PIL import Image, ImageDraw
-
-    from bench.engine_common import MODELS_DIR
-    from bench.sd15_random import model_source
-    from imagegen.engine import Engine, GenerationRequest
-
-    cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+    cuda = _uses_cuda(args.device)
     timeline: list[dict[str, Any]] = []
 
     def mark(stage: str) -> None:
@@ -100,8 +101,7 @@ def _run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     pipe = engine.pipeline
     result["weights_bytes"] = {
         name: sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-        for name in ("unet", "vae", "text_encoder")
-        for module in [getattr(pipe, name)]
+        for name, module in (("unet", pipe.unet), ("vae", pipe.vae), ("text_encoder", pipe.text_encoder))
     }
     result["device"] = engine.device
     result["dtype"] = str(engine.dtype)
@@ -180,7 +180,7 @@ def main() -> None:
         return
 
     started = time.perf_counter()
-    cuda = args.device.startswith("cuda") or (args.device == "auto" and torch.cuda.is_available())
+    cuda = _uses_cuda(args.device)
     # On Linux CPUs each phase also runs with the glibc threshold pinned (not in a quick run).
     allocators = [False] if cuda or args.quick or sys.platform != "linux" else [False, True]
     # Peak RSS differs by a few percent between identical runs (allocator, threads), so the phases
