@@ -51,9 +51,6 @@ FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 class JobQuerySet(models.QuerySet):
-    def active(self) -> "JobQuerySet":
-        return self.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
-
     def owned_by(self, user) -> "JobQuerySet":
         return self.filter(owner=user)
 
@@ -86,12 +83,6 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
-
-    @property
-    def progress_percent(self) -> int:
-        if self.status == JobStatus.SUCCEEDED:
-            return 100
-        return int(100 * self.step / self.total_steps) if self.total_steps else 0
 
 
 class Run(Job):

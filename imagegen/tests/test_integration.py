@@ -24,6 +24,30 @@ def api(stack, method: str, path: str, token: str, body: dict | None = None):
         return response.status, response.read()
 
 
+def submit_img2img(stack, token: str, png: bytes, **fields: str) -> tuple[int, dict]:
+    """The documented multipart call (`curl -F init_image=@… -F prompt=…`), made by hand."""
+    boundary = "----imagegen-test"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="test.png"\r\n'
+        f"Content-Type: image/png\r\n\r\n".encode()
+        + png
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    request = urllib.request.Request(
+        f"{stack.base_url}/api/generate_img2img",
+        method="POST",
+        data=b"".join(parts),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, json.loads(response.read())
+
+
 def events_until_closed(ws_url: str, token: str) -> list[dict]:
     events = []
     with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as socket:
@@ -89,26 +113,10 @@ def test_text_then_image_to_image_in_one_worker_without_loading_again(stack, tmp
     _, first_png = api(stack, "GET", first_output_url, token)
     init = tmp_path / "test.png"
     init.write_bytes(first_png)
-    boundary = "----imagegen-test"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nA watercolor painting\r\n'.encode(),
-        f'--{boundary}\r\nContent-Disposition: form-data; name="strength"\r\n\r\n0.5\r\n'.encode(),
-        f'--{boundary}\r\nContent-Disposition: form-data; name="num_inference_steps"\r\n\r\n8\r\n'.encode(),
-        f'--{boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="test.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + init.read_bytes()
-        + b"\r\n",
-        f"--{boundary}--\r\n".encode(),
-    ]
-    request = urllib.request.Request(
-        f"{stack.base_url}/api/generate_img2img",
-        method="POST",
-        data=b"".join(parts),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    status, image_run = submit_img2img(
+        stack, token, init.read_bytes(), prompt="A watercolor painting", strength="0.5", num_inference_steps="8"
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        assert response.status == 202
-        image_run = json.loads(response.read())
+    assert status == 202
     events = events_until_closed(image_run["ws_url"], token)
     steps = [event["step"] for event in events if event["type"] == "job.progress"]
     assert steps[-1] == 4 and all(e["total"] == 4 for e in events if e["type"] == "job.progress")  # int(8 × 0.5)

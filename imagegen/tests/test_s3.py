@@ -12,7 +12,6 @@ import boto3
 import pytest
 from django.urls import reverse
 from PIL import Image as PILImage
-from websockets.sync.client import connect
 
 from conftest import start_stack, use_redis, wait_until
 from imagegen import services
@@ -20,6 +19,8 @@ from imagegen.engine import read_png_parameters
 from imagegen.localredis import free_port
 from imagegen.localstack import die_with_parent
 from imagegen.models import Run
+
+from .test_integration import events_until_closed, submit_img2img
 
 pytestmark = pytest.mark.integration
 
@@ -91,35 +92,6 @@ def get(stack, path: str, token: str) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
-def submit_img2img(stack, token: str, png: bytes) -> tuple[int, dict]:
-    boundary = "----imagegen-s3-test"
-    fields = {"prompt": "a lighthouse in fog", "strength": "0.5", "num_inference_steps": "4"}
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        for name, value in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="init.png"\r\n'
-        f"Content-Type: image/png\r\n\r\n".encode()
-        + png
-        + b"\r\n"
-    )
-    parts.append(f"--{boundary}--\r\n".encode())
-    request = urllib.request.Request(
-        f"{stack.base_url}/api/generate_img2img",
-        method="POST",
-        data=b"".join(parts),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return response.status, json.loads(response.read())
-
-
-def events_until_closed(ws_url: str, token: str) -> list[dict]:
-    with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, open_timeout=10) as socket:
-        return [json.loads(message) for message in socket]  # ends when the server closes after the last event
-
-
 def small_png() -> bytes:
     buffer = io.BytesIO()
     PILImage.new("RGB", (128, 96), (40, 90, 160)).save(buffer, format="PNG")
@@ -128,7 +100,9 @@ def small_png() -> bytes:
 
 def test_image_to_image_keeps_media_in_the_bucket_and_serves_it_only_to_its_owner(stack, s3_endpoint):
     token = services.api_token_create(username="s3-user")
-    status, accepted = submit_img2img(stack, token, small_png())
+    status, accepted = submit_img2img(
+        stack, token, small_png(), prompt="a lighthouse in fog", strength="0.5", num_inference_steps="4"
+    )
     assert status == 202
 
     events = events_until_closed(accepted["ws_url"], token)
