@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNe
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from bench.engine_common import MODELS_DIR
-from imagegen.engine.tiny import _tokenizer as byte_level_tokenizer
+from imagegen.engine.tiny import byte_level_tokenizer
 
 NAME = "sd15-random"
 # Bump the suffix whenever the architecture changes so stale caches are not reused.

@@ -15,7 +15,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 TINY_DIRNAME = "tiny-v1"
 
 
-def _tokenizer() -> CLIPTokenizer:
+def byte_level_tokenizer() -> CLIPTokenizer:
     # Byte-level vocabulary with no merges: every prompt tokenizes into single characters, so
     # nothing has to be downloaded and any text is representable.
     chars = list(bytes_to_unicode().values())
@@ -41,7 +41,7 @@ def _make_vae_faithful(vae: AutoencoderKL) -> None:
 
 
 def _build(folder: Path) -> None:
-    tokenizer = _tokenizer()
+    tokenizer = byte_level_tokenizer()
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
