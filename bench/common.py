@@ -61,6 +61,7 @@ def bench_stack() -> Iterator[Bench]:
         import django
 
         django.setup()
+        from django.conf import settings
         from django.contrib.auth import get_user_model
         from django.core.management import call_command
 
@@ -72,7 +73,13 @@ def bench_stack() -> Iterator[Bench]:
         token = services.api_token_create(username="bench", name="benchmarks")
         user = get_user_model().objects.get(username="bench")
         log("starting daphne, housekeeping and a worker")
-        stack = start_stack(folder, os.environ["REDIS_URL"])
+        # The stack's own heartbeat and housekeeping intervals are the tests' (fractions of a
+        # second, for short crash tests); a benchmark measures what an installation runs with.
+        installation_timings = {
+            name: str(getattr(settings, name))
+            for name in ("IMAGEGEN_HEARTBEAT_INTERVAL", "IMAGEGEN_HEARTBEAT_TIMEOUT", "IMAGEGEN_HOUSEKEEPING_INTERVAL")
+        }
+        stack = start_stack(folder, os.environ["REDIS_URL"], **installation_timings)
         log(f"stack up at {stack.base_url}")
         yield Bench(stack=stack, user=user, token=token, folder=folder)
         failed = False

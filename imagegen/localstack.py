@@ -143,8 +143,8 @@ def start_stack(folder: Path, redis_url: str, **extra_env: str) -> Stack:
         IMAGEGEN_HEARTBEAT_INTERVAL="0.5",
         IMAGEGEN_HEARTBEAT_TIMEOUT="3",
         IMAGEGEN_HOUSEKEEPING_INTERVAL="0.5",
-        **extra_env,
     )
+    env.update(extra_env)
     stack = Stack(
         base_url=f"http://127.0.0.1:{port}",
         ws_url=f"ws://127.0.0.1:{port}",
