@@ -52,4 +52,5 @@ RUN useradd --create-home --uid 1000 --user-group app \
 USER app
 
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "imagegen.asgi:application"]
+CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--lifespan", "off", \
+     "--timeout-graceful-shutdown", "5", "imagegen.asgi:application"]

@@ -1,4 +1,4 @@
-"""Test fixtures: a private Redis for every run, and on demand a real Celery worker, a daphne
+"""Test fixtures: a private Redis for every run, and on demand a real Celery worker, a uvicorn
 server and headless Chromium, all sharing the test database and a media folder."""
 
 import os

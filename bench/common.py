@@ -39,7 +39,8 @@ class Bench:
 
 @contextlib.contextmanager
 def bench_stack() -> Iterator[Bench]:
-    """Django set up on a fresh database, a private redis-server, and daphne + housekeeping + a worker.
+    """Django set up on a fresh database, a private redis-server, and web + housekeeping + a worker,
+    with as many web processes as `make run` starts.
 
     The model cache stays the default var/models, so the tiny model is built once and reused.
     Everything started here is stopped on the way out; the folder is kept only if something failed.
@@ -66,20 +67,22 @@ def bench_stack() -> Iterator[Bench]:
         from django.core.management import call_command
 
         from imagegen import services
-        from imagegen.localstack import start_stack
+        from imagegen.localstack import start_stack, web_processes_default
 
         log(f"migrating the database in {folder}")
         call_command("migrate", verbosity=0)
         token = services.api_token_create(username="bench", name="benchmarks")
         user = get_user_model().objects.get(username="bench")
-        log("starting daphne, housekeeping and a worker")
+        log("starting the web server, housekeeping and a worker")
         # The stack's own heartbeat and housekeeping intervals are the tests' (fractions of a
         # second, for short crash tests); a benchmark measures what an installation runs with.
         installation_timings = {
             name: str(getattr(settings, name))
             for name in ("IMAGEGEN_HEARTBEAT_INTERVAL", "IMAGEGEN_HEARTBEAT_TIMEOUT", "IMAGEGEN_HOUSEKEEPING_INTERVAL")
         }
-        stack = start_stack(folder, os.environ["REDIS_URL"], **installation_timings)
+        stack = start_stack(
+            folder, os.environ["REDIS_URL"], web_processes=web_processes_default(), **installation_timings
+        )
         log(f"stack up at {stack.base_url}")
         yield Bench(stack=stack, user=user, token=token, folder=folder)
         failed = False

@@ -1,5 +1,5 @@
 """Two latencies a user feels: a progress event from a worker to an API WebSocket client (through
-the real channels_redis layer and daphne), and a submitted job until a worker starts it.
+the real channels_redis layer and uvicorn), and a submitted job until a worker starts it.
 
     python -m bench.latency [--quick]
 """

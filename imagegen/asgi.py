@@ -1,4 +1,4 @@
-"""The ASGI application: Django for HTTP, Channels consumers for WebSockets (daphne serves both)."""
+"""The ASGI application: Django for HTTP, Channels consumers for WebSockets (uvicorn serves both)."""
 
 import os
 
@@ -14,7 +14,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from .auth import AuthStack, OriginCheck  # noqa: E402
 from .routing import websocket_urlpatterns  # noqa: E402
 
-# daphne does not serve static files; a single-host install lets Django do it (a proxy may instead).
+# uvicorn does not serve static files; a single-host install lets Django do it (a proxy may instead).
 http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
 
 application = ProtocolTypeRouter(

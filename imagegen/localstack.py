@@ -1,5 +1,5 @@
-"""A whole installation in local processes (daphne, housekeeping, Celery workers), for the tests and
-the benchmarks: the same commands `make run` starts, on a database, Redis and media folder given."""
+"""A whole installation in local processes (web server, housekeeping, Celery workers), for the tests
+and the benchmarks: the same commands `make run` starts, on a database, Redis and media folder given."""
 
 import ctypes
 import os
@@ -35,6 +35,24 @@ def database_url(settings_dict: dict) -> str:
     host = settings_dict.get("HOST") or "127.0.0.1"
     port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
     return f"postgres://{user}{password}@{host}{port}/{settings_dict['NAME']}"
+
+
+def web_processes_default() -> int:
+    """How many web server processes `make run` starts: $WEB_CONCURRENCY, else one per core, at most 4.
+
+    One process runs one synchronous view at a time (Python's GIL), so a second core only serves
+    pages with a second process; each costs about 100 MB, since the web side never loads torch.
+    """
+    configured = os.environ.get("WEB_CONCURRENCY")
+    return int(configured) if configured else min(4, os.cpu_count() or 1)
+
+
+def web_server_command(host: str, port: int, *, processes: int) -> list[str]:
+    """uvicorn serving HTTP and WebSockets with `processes` processes sharing the port."""
+    command = [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", str(processes)]
+    # Django has no lifespan events; open WebSockets get 5 s to end when the server stops.
+    command += ["--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "5", "imagegen.asgi:application"]
+    return command
 
 
 def wait_until(check, *, timeout: float, what: str, log: Path | None = None):
@@ -122,8 +140,9 @@ def die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def start_stack(folder: Path, redis_url: str, **extra_env: str) -> Stack:
-    """daphne, housekeeping and one worker on this process's database, the given Redis and extra settings.
+def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra_env: str) -> Stack:
+    """The web server, housekeeping and one worker on this process's database, the given Redis and
+    extra settings. One web process unless told: the tests start many stacks.
 
     Workers are pinged through this process's Celery app, pointed at `redis_url` meanwhile.
     """
@@ -154,13 +173,11 @@ def start_stack(folder: Path, redis_url: str, **extra_env: str) -> Stack:
         env=env,
     )
     try:
-        stack.start(
-            "web", [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "imagegen.asgi:application"]
-        )
+        stack.start("web", web_server_command("127.0.0.1", port, processes=web_processes))
         wait_until(
             lambda: urllib.request.urlopen(f"{stack.base_url}/login/", timeout=2).status == 200,
             timeout=60,
-            what="daphne",
+            what="the web server",
             log=folder / "web.log",
         )
         stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])

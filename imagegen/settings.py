@@ -48,7 +48,6 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 INSTALLED_APPS = [
-    "daphne",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -69,12 +68,16 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Before CSRF: a request carrying a valid API token is not cookie-authenticated.
-    "imagegen.auth.BearerTokenMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Innermost, because it is synchronous only: under ASGI, Django runs every middleware outside
+    # the innermost synchronous one in synchronous mode on one thread, where each async-capable
+    # middleware inside it would cost thread switches per request. CSRF still sees what it sets,
+    # since CsrfViewMiddleware checks in process_view, after every middleware has been entered.
+    # A request carrying a valid API token is not cookie-authenticated, so it skips the CSRF check.
+    "imagegen.auth.BearerTokenMiddleware",
 ]
 
 ROOT_URLCONF = "imagegen.urls"
@@ -114,6 +117,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so the test suite's worker and web processes share the test database;
     # one per test run, so two runs on one machine never share it.
     DATABASES["default"]["TEST"] = {"NAME": str(Path(tempfile.gettempdir()) / f"imagegen-test-{os.getpid()}.sqlite3")}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Rendered parts of pages that never change once written (a finished run's card), per process.
+    "fragments": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "fragments",
+        "OPTIONS": {"MAX_ENTRIES": 5000},
+    },
+}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -224,7 +237,7 @@ LOGGING = {
     },
 }
 
-# daphne serves static files itself unless a reverse proxy in front of it does.
+# The web server serves static files itself (through Django) unless a reverse proxy in front of it does.
 SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
 
 # Generations each user may start a day (runs of every kind); the admin can set it per user.

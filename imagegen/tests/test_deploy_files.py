@@ -154,12 +154,13 @@ def settings_variables() -> set[str]:
     return {a or b for a, b in re.findall(pattern, source)}
 
 
-def daphne_port(args: list[str]) -> str:
-    assert "daphne" in args[:3], f"not a daphne command: {args}"
-    assert args[-1] == "imagegen.asgi:application", f"daphne should serve imagegen.asgi:application: {args}"
+def web_port(args: list[str]) -> str:
+    assert "uvicorn" in args[:3], f"not a uvicorn command: {args}"
+    assert args[-1] == "imagegen.asgi:application", f"uvicorn should serve imagegen.asgi:application: {args}"
     found = options(args)
-    assert found.get("-b", found.get("--bind")) == "0.0.0.0", f"daphne must listen on all interfaces: {args}"
-    return found.get("-p", found.get("--port"))
+    assert found.get("--host") == "0.0.0.0", f"uvicorn must listen on all interfaces: {args}"
+    assert found.get("--lifespan") == "off", f"Django has no lifespan events: {args}"
+    return found.get("--port")
 
 
 def gpu_queue() -> str:
@@ -329,16 +330,16 @@ def test_redis_is_the_redis_service(services):
 
 def test_web_serves_the_asgi_application(services):
     args = argv(services["web"]["command"])
-    port = daphne_port(args)
+    port = web_port(args)
     assert importlib.import_module("imagegen.asgi").application is not None
     published = [str(mapping).rsplit(":", 1) for mapping in services["web"]["ports"]]
-    assert [port] == [container for _, container in published], f"daphne listens on {port}, web publishes {published}"
+    assert [port] == [container for _, container in published], f"uvicorn listens on {port}, web publishes {published}"
     assert [host for host, _ in published] == ["8000"], published
 
 
 def test_dockerfile_cmd_is_the_web_command(services):
     cmd = dockerfile_cmd()
-    assert daphne_port(cmd) == daphne_port(argv(services["web"]["command"])) == "8000"
+    assert web_port(cmd) == web_port(argv(services["web"]["command"])) == "8000"
     assert dockerfile("EXPOSE") == ["8000"]
 
 
@@ -488,5 +489,5 @@ def test_healthchecks(services):
     web_check = healthcheck_command(services["web"])
     match = re.search(r"urlopen\('http://127\.0\.0\.1:(\d+)(/[^']*)'", web_check)
     assert match, web_check
-    assert match[1] == daphne_port(argv(services["web"]["command"])), "the healthcheck asks another port"
+    assert match[1] == web_port(argv(services["web"]["command"])), "the healthcheck asks another port"
     resolve(match[2])  # Raises Resolver404 if the page moved.

@@ -1,4 +1,4 @@
-"""End to end through real processes: daphne, a Celery worker, Redis and a WebSocket client."""
+"""End to end through real processes: uvicorn, a Celery worker, Redis and a WebSocket client."""
 
 import json
 import urllib.request

@@ -1,4 +1,4 @@
-"""Run everything on one machine: web (daphne), a worker, housekeeping, and a local Redis if needed.
+"""Run everything on one machine: the web server, a worker, housekeeping, and a local Redis if needed.
 
 `make run` calls this. Ctrl-C stops every process it started.
 """
@@ -14,6 +14,7 @@ from honcho.manager import Manager
 
 from imagegen import services
 from imagegen.localredis import redis_address, redis_reachable, redis_server_command
+from imagegen.localstack import web_processes_default, web_server_command
 
 LOGIN_FILE = settings.VAR_DIR / "local-login.txt"
 
@@ -40,7 +41,8 @@ class Command(BaseCommand):
             manager.add_process(
                 "redis", shlex.join(redis_server_command(redis_port, settings.VAR_DIR / "redis")), env=env
             )
-        manager.add_process("web", f"{python} -m daphne -b {host} -p {port} imagegen.asgi:application", env=env)
+        web = web_server_command(host, port, processes=web_processes_default())
+        manager.add_process("web", shlex.join(web), env=env)
         manager.add_process(
             "worker",
             f"{python} -m celery -A imagegen worker --pool=threads --concurrency=1 -Q gpu,light -l INFO",
