@@ -1,6 +1,7 @@
 """Tests of the Django-free diffusion engine, run on the tiny CPU model."""
 
 import logging
+import threading
 from io import BytesIO
 from pathlib import Path
 
@@ -123,6 +124,33 @@ def test_cancelling_from_on_step_stops_the_run(engine: Engine) -> None:
     assert steps == [1, 2]
     # The interrupt flag must not leak into the next job.
     assert len(count_steps(engine, small(steps=6))) == 6
+
+
+def test_jobs_from_any_thread_sample_on_one_torch_thread_and_report_on_the_callers(engine: Engine) -> None:
+    """torch runs on one thread per process (OpenMP slows down with a team per calling thread),
+    while on_step runs on the caller's thread, whose database connections it uses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sampled_on: set[str] = set()
+    reported: list[tuple[str, str]] = []
+    hook = engine.pipeline.unet.register_forward_pre_hook(
+        lambda module, args: sampled_on.add(threading.current_thread().name)
+    )
+
+    def job() -> None:
+        caller = threading.current_thread().name
+        engine.generate(
+            small(steps=2), on_step=lambda *_: reported.append((caller, threading.current_thread().name))
+        )
+
+    try:
+        job()
+        with ThreadPoolExecutor(1, thread_name_prefix="celery-pool") as pool:
+            pool.submit(job).result()
+    finally:
+        hook.remove()
+    assert sampled_on == {"torch_0"}
+    assert reported == [("MainThread", "MainThread")] * 2 + [("celery-pool_0", "celery-pool_0")] * 2
 
 
 def test_previews_are_small_rgb_images_on_the_requested_steps(engine: Engine) -> None:
