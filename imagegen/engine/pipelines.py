@@ -66,9 +66,13 @@ _torch_thread = ThreadPoolExecutor(
 )
 
 
+def _on_the_torch_thread_now() -> bool:
+    return getattr(_torch_local, "here", False)
+
+
 def on_torch_thread(function: Callable[..., Any], *args: Any) -> Any:
     """Call function(*args) on the process's torch thread and return its result."""
-    if getattr(_torch_local, "here", False):
+    if _on_the_torch_thread_now():
         return function(*args)
     return _torch_thread.submit(function, *args).result()
 
@@ -195,7 +199,7 @@ class Engine:
         The job runs on the torch thread; on_step runs on the caller's thread (its database
         connections are that thread's), between two steps exactly as if it were called inline.
         """
-        if on_step is None or getattr(_torch_local, "here", False):
+        if on_step is None or _on_the_torch_thread_now():
             return on_torch_thread(self._generate, request, on_step, preview_every)
         calls: queue.SimpleQueue = queue.SimpleQueue()
         verdicts: queue.SimpleQueue = queue.SimpleQueue()
