@@ -127,9 +127,11 @@ def run_detail(request: HttpRequest, run_id) -> JsonResponse:
 
 
 @api_view("POST")
-def run_cancel(request: HttpRequest, run_id) -> JsonResponse:
-    """Cancel a queued or running run: 200 when cancelled, 409 when it had already ended."""
-    run = selectors.run_for_user(user=request.user, run_id=run_id)
-    if not services.run_cancel(run=run):
-        return error_response(f"The run has already ended ({run.status}).", status=409)
-    return JsonResponse({"run_id": str(run.pk), "status": run.status})
+def job_cancel(request: HttpRequest, job_id) -> JsonResponse:
+    """Cancel any queued or running job of the user's: 200 when cancelled, 409 when it had already ended."""
+    job = selectors.job_for_user(user=request.user, job_id=job_id)
+    if job is None:
+        raise Http404("No such job.")
+    if not services.job_cancel(job=job):
+        return error_response(f"The {job._meta.verbose_name} has already ended ({job.status}).", status=409)
+    return JsonResponse({"job_id": str(job.pk), "status": job.status})

@@ -1,16 +1,16 @@
 """WebSocket consumers relaying a job's events: HTML fragments for htmx pages, JSON for the API.
 
-Both authenticate in connect and join the job's group only when the user owns the job; anyone
-else is closed without learning whether the job exists.
+They serve every kind of job (runs, refinements) alike. Both authenticate in connect and join the
+job's group only when the user owns the job; anyone else is closed without learning whether the
+job exists.
 """
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
-from django.http import Http404
 from django.template.loader import render_to_string
 
 from . import selectors
-from .models import FINISHED_STATUSES, JobStatus, Run
+from .models import FINISHED_STATUSES, Job, JobStatus
 from .progress import group_name, result_event, status_event
 
 # Close codes: 1000 is a normal end (the htmx extension does not reconnect); 4404 refuses.
@@ -24,10 +24,10 @@ class JobEventsMixin:
     async def connect(self) -> None:
         user = self.scope.get("user")
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
-        self.run = None
+        self.job = None
         if user is not None and user.is_authenticated:
-            self.run = await self.load_run(user, job_id)
-        if self.run is None:
+            self.job = await self.load_job(job_id)
+        if self.job is None:
             await self.close(code=CLOSE_REFUSED)
             return
         self.group = group_name(job_id)
@@ -41,48 +41,43 @@ class JobEventsMixin:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     @database_sync_to_async
-    def load_run(self, user, job_id) -> Run | None:
-        try:
-            return selectors.run_for_user(user=user, run_id=job_id)
-        except Http404:
-            return None
+    def load_job(self, job_id) -> Job | None:
+        return selectors.job_for_user(user=self.scope["user"], job_id=job_id)
 
-    @database_sync_to_async
-    def reload_run(self) -> Run:
-        return selectors.run_for_user(user=self.scope["user"], run_id=self.run.pk)
+    async def reload_job(self) -> Job:
+        # The job stays the user's, but it may have been deleted meanwhile: then keep what we had.
+        return await self.load_job(self.job.pk) or self.job
 
 
 class JobPageConsumer(JobEventsMixin, AsyncWebsocketConsumer):
-    """Sends the run card's live parts as HTML; the htmx ws extension swaps them in by id."""
+    """Sends the job card's live parts as HTML; the htmx ws extension swaps them in by id."""
 
     async def send_snapshot(self) -> None:
-        await self.send_live(self.run)
-        if self.run.is_finished:
+        await self.send_live(self.job)
+        if self.job.is_finished:
             await self.close(code=CLOSE_DONE)
 
-    async def send_live(self, run: Run, **extra) -> None:
-        html = await database_sync_to_async(render_to_string)(
-            "imagegen/partials/run_card.html#run-live", {"run": run, **extra}
-        )
+    async def send_live(self, job: Job, **extra) -> None:
+        html = await database_sync_to_async(render_to_string)(job.live_template, {"job": job, "oob": True, **extra})
         await self.send(text_data=html)
 
     async def job_progress(self, event: dict) -> None:
         # Rendered from the event, not the row: the row is written at most once a second.
-        self.run.status = JobStatus.RUNNING
-        self.run.step = event["step"]
-        self.run.total_steps = event["total"]
-        await self.send_live(self.run, eta=event["eta"], preview=event["preview"], progress_only=True)
+        self.job.status = JobStatus.RUNNING
+        self.job.step = event["step"]
+        self.job.total_steps = event["total"]
+        await self.send_live(self.job, eta=event["eta"], preview=event["preview"], progress_only=True)
 
     async def job_status(self, event: dict) -> None:
-        self.run = await self.reload_run()
-        await self.send_live(self.run)
-        # A succeeded run closes after its result; a failed or cancelled one ends here.
-        if self.run.is_finished and self.run.status != JobStatus.SUCCEEDED:
+        self.job = await self.reload_job()
+        await self.send_live(self.job)
+        # A succeeded job closes after its result; a failed or cancelled one ends here.
+        if self.job.is_finished and self.job.status != JobStatus.SUCCEEDED:
             await self.close(code=CLOSE_DONE)
 
     async def job_result(self, event: dict) -> None:
-        self.run = await self.reload_run()
-        await self.send_live(self.run)
+        self.job = await self.reload_job()
+        await self.send_live(self.job)
         await self.close(code=CLOSE_DONE)
 
 
@@ -90,12 +85,12 @@ class JobApiConsumer(JobEventsMixin, AsyncJsonWebsocketConsumer):
     """Sends every event as JSON and closes once the job has ended."""
 
     async def send_snapshot(self) -> None:
-        run = self.run
-        await self.send_json(status_event(run))
-        if run.status == JobStatus.SUCCEEDED:
-            outputs = await database_sync_to_async(list)(run.outputs.all())
-            await self.send_json(result_event(run, outputs))
-        if run.is_finished:
+        job = self.job
+        await self.send_json(status_event(job))
+        if job.status == JobStatus.SUCCEEDED:
+            images = await database_sync_to_async(job.result_images)()
+            await self.send_json(result_event(job, images))
+        if job.is_finished:
             await self.close(code=CLOSE_DONE)
 
     async def job_progress(self, event: dict) -> None:
@@ -110,3 +105,4 @@ class JobApiConsumer(JobEventsMixin, AsyncJsonWebsocketConsumer):
     async def job_result(self, event: dict) -> None:
         await self.send_json(event)
         await self.close(code=CLOSE_DONE)
+

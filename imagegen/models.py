@@ -2,9 +2,12 @@
 
 import hashlib
 import uuid
+from typing import ClassVar
 
+from django.apps import apps
 from django.conf import settings
 from django.db import models
+from django.urls import reverse
 
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
 from .validators import validate_strength
@@ -54,9 +57,28 @@ class JobQuerySet(models.QuerySet):
     def owned_by(self, user) -> "JobQuerySet":
         return self.filter(owner=user)
 
+    def generations(self) -> "JobQuerySet":
+        """The jobs that count against the daily quota."""
+        return self
+
 
 class Job(models.Model):
-    """What every queued piece of GPU work has: who asked, where it stands, and its history."""
+    """What every queued piece of GPU work has: who asked, where it stands, and its history.
+
+    A kind of job declares its Celery task and the names its pages use; the lifecycle
+    (imagegen.services.jobs), the live card (templates/partials/job.html), the consumers and
+    housekeeping then serve it without knowing which kind it is.
+    """
+
+    # The Celery task that runs this kind of job, given the job's id.
+    task_name: ClassVar[str]
+    # Element ids of the live card start with this ("run-<id>-progress").
+    dom_prefix: ClassVar[str]
+    # URL names of the live parts (polled without WebSockets) and of the cancel button.
+    live_url_name: ClassVar[str]
+    cancel_url_name: ClassVar[str]
+    # The template partial that renders the live parts (what the WebSocket and polling send).
+    live_template: ClassVar[str] = "partials/job.html#job-live"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
@@ -84,9 +106,33 @@ class Job(models.Model):
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
 
+    @property
+    def dom_id(self) -> str:
+        return f"{self.dom_prefix}-{self.pk}"
+
+    def live_url(self) -> str:
+        return reverse(self.live_url_name, args=[self.pk])
+
+    def cancel_url(self) -> str:
+        return reverse(self.cancel_url_name, args=[self.pk])
+
+    def result_images(self) -> list[Image]:
+        """The images the job made, once it has succeeded."""
+        raise NotImplementedError
+
+
+def job_models() -> list[type[Job]]:
+    """Every kind of job, whichever app defines it: the registry the lifecycle works through."""
+    return [model for model in apps.get_models() if issubclass(model, Job)]
+
 
 class Run(Job):
     """One generation request and its outputs."""
+
+    task_name = "imagegen.tasks.run_job"
+    dom_prefix = "run"
+    live_url_name = "imagegen:run_live"
+    cancel_url_name = "imagegen:run_cancel"
 
     class GenerationType(models.TextChoices):
         TEXT_TO_IMAGE = "text_to_image", "Text to image"
@@ -112,6 +158,12 @@ class Run(Job):
 
     def __str__(self) -> str:
         return f"{self.prompt[:60]} ({self.get_status_display()})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("imagegen:run", args=[self.pk])
+
+    def result_images(self) -> list[Image]:
+        return list(self.outputs.all())
 
     @property
     def strength_float(self) -> float | None:

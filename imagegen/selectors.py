@@ -11,7 +11,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from .engine import format_parameters
-from .models import ApiToken, Image, LoginFailure, Run
+from .models import ApiToken, Image, Job, LoginFailure, Run, job_models
 
 
 def user_for_api_token(*, token: str):
@@ -41,6 +41,15 @@ def run_for_user(*, user, run_id) -> Run:
     if run is None:
         raise Http404("No such run.")
     return run
+
+
+def job_for_user(*, user, job_id) -> Job | None:
+    """The user's job of any kind (a run, a refinement…) with this id; None for another user's or none."""
+    for model in job_models():
+        job = model.objects.owned_by(user).filter(pk=job_id).first()
+        if job is not None:
+            return job
+    return None
 
 
 def image_for_user(*, user, image_id) -> Image:

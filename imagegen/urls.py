@@ -12,15 +12,15 @@ imagegen_patterns = [
     path("", views.generate, name="generate"),
     path("gallery/", views.gallery, name="gallery"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run"),
-    path("runs/<uuid:run_id>/live/", views.run_live, name="run_live"),
+    path("runs/<uuid:job_id>/live/", views.job_live, name="run_live"),
     path("runs/<uuid:run_id>/variation/", views.run_variation, name="run_variation"),
     path("runs/<uuid:run_id>/download/", views.run_download, name="run_download"),
-    path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run_cancel"),
+    path("runs/<uuid:job_id>/cancel/", views.job_cancel, name="run_cancel"),
     path("images/<uuid:image_id>", views.image_file, name="image_file"),
     path("api/generate", api.generate, name="api_generate"),
     path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
-    path("api/v1/runs/<uuid:run_id>/cancel", api.run_cancel, name="api_run_cancel"),
+    path("api/v1/runs/<uuid:job_id>/cancel", api.job_cancel, name="api_run_cancel"),
 ]
 
 urlpatterns = [

@@ -7,7 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -89,12 +89,15 @@ def run_variation(request: HttpRequest, run_id) -> HttpResponse:
 
 @login_required
 @require_POST
-def run_cancel(request: HttpRequest, run_id) -> HttpResponse:
-    run = selectors.run_for_user(user=request.user, run_id=run_id)
-    services.run_cancel(run=run)
+def job_cancel(request: HttpRequest, job_id) -> HttpResponse:
+    """Cancel any of the user's jobs (a run, a refinement) from its card's Cancel button."""
+    job = selectors.job_for_user(user=request.user, job_id=job_id)
+    if job is None:
+        raise Http404("No such job.")
+    services.job_cancel(job=job)
     if request.htmx:
-        return render(request, "imagegen/partials/run_card.html#run-live", {"run": run, "oob": True})
-    return redirect("imagegen:run", run_id=run.pk)
+        return render(request, job.live_template, {"job": job, "oob": True})
+    return redirect(job.get_absolute_url())
 
 
 @login_required
@@ -110,10 +113,12 @@ def run_download(request: HttpRequest, run_id) -> HttpResponse:
 
 @login_required
 @require_GET
-def run_live(request: HttpRequest, run_id) -> HttpResponse:
-    """The live parts of a run card, for pages that poll because they have no WebSocket."""
-    run = selectors.run_for_user(user=request.user, run_id=run_id)
-    return render(request, "imagegen/partials/run_card.html#run-live", {"run": run, "oob": True})
+def job_live(request: HttpRequest, job_id) -> HttpResponse:
+    """The live parts of any job's card, for pages that poll because they have no WebSocket."""
+    job = selectors.job_for_user(user=request.user, job_id=job_id)
+    if job is None:
+        raise Http404("No such job.")
+    return render(request, job.live_template, {"job": job, "oob": True})
 
 
 @login_required

@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_job_loses_nothing(stack):
 
 def test_a_job_whose_worker_dies_on_its_last_attempt_fails_readably(stack):
     run = RunFactory(owner=UserFactory(), steps=80, total_steps=80, width=512, height=512, attempts=2)
-    services.run_enqueue(run=run)
+    services.job_enqueue(job=run)
     wait_for_run(run.pk, running_at_step(2))
     killed = kill_the_worker_running(stack, run.pk)
     run = wait_for_run(run.pk, finished, timeout=60)
@@ -178,11 +178,11 @@ def test_the_same_message_delivered_twice_runs_once(stack):
 
 def test_a_job_that_fails_inside_the_worker_does_not_stop_the_worker(stack):
     broken = RunFactory(owner=UserFactory(), steps=4, total_steps=4, width=128, height=128, scheduler="no-such-sampler")
-    services.run_enqueue(run=broken)
+    services.job_enqueue(job=broken)
     broken = wait_for_run(broken.pk, finished)
     assert broken.status == JobStatus.FAILED
     assert broken.error.startswith("The generation failed unexpectedly (ValueError)")
     following = RunFactory(owner=broken.owner, steps=4, total_steps=4, width=128, height=128)
-    services.run_enqueue(run=following)
+    services.job_enqueue(job=following)
     assert wait_for_run(following.pk, finished, timeout=20).status == JobStatus.SUCCEEDED
     record(jobs_failed_readably=1)

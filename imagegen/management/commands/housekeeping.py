@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, once: bool, interval: float, **options) -> None:
         while True:
             try:
-                counts = services.runs_recover()
+                counts = services.jobs_recover()
             except DatabaseError:
                 logger.exception("Housekeeping could not reach the database; trying again")
             else:

@@ -168,7 +168,7 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             interrupted = True
             if self.current_run is not None:
-                cancelled = services.run_cancel(run=self.current_run)
+                cancelled = services.job_cancel(job=self.current_run)
         finally:
             steps_bar.close()
             images_bar.close()
@@ -305,8 +305,8 @@ def wait_for(run: Run, *, timeout: float, steps_bar: tqdm) -> None:
             return
         if run.status in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise ImageError(run.error or f"The run was {run.get_status_display().lower()}.")
-        # run_cancel is False when the run finished meanwhile: the next poll sees how.
-        if time.monotonic() >= deadline and services.run_cancel(run=run):
+        # job_cancel is False when the run finished meanwhile: the next poll sees how.
+        if time.monotonic() >= deadline and services.job_cancel(job=run):
             raise ImageError(f"Timed out after {timeout:g} s; the run was cancelled.")
         time.sleep(POLL_SECONDS)
 

@@ -1,0 +1,53 @@
+"""Every write, by concern: the lifecycle of any job (jobs), runs, images, the quota, accounts, and
+the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
+
+from .accounts import api_token_create, api_tokens_revoke, local_admin_create, login_failure_record
+from .images import image_delete, image_open_rgb, image_store
+from .jobs import (
+    QUEUE_UNAVAILABLE,
+    UNEXPECTED_FAILURE,
+    WORKER_LOST,
+    Heartbeat,
+    JobOutcome,
+    job_cancel,
+    job_claim,
+    job_enqueue,
+    job_execute,
+    job_fail,
+    job_finish,
+    jobs_recover,
+)
+from .quota import QuotaExceededError, daily_quota, quota_claim
+from .runs import run_create, run_execute, run_perform, run_variation_create
+from .workers import current_engine, engine_warm_up
+
+__all__ = [
+    "QUEUE_UNAVAILABLE",
+    "UNEXPECTED_FAILURE",
+    "WORKER_LOST",
+    "Heartbeat",
+    "JobOutcome",
+    "QuotaExceededError",
+    "api_token_create",
+    "api_tokens_revoke",
+    "current_engine",
+    "daily_quota",
+    "engine_warm_up",
+    "image_delete",
+    "image_open_rgb",
+    "image_store",
+    "job_cancel",
+    "job_claim",
+    "job_enqueue",
+    "job_execute",
+    "job_fail",
+    "job_finish",
+    "jobs_recover",
+    "local_admin_create",
+    "login_failure_record",
+    "quota_claim",
+    "run_create",
+    "run_execute",
+    "run_perform",
+    "run_variation_create",
+]

@@ -1,0 +1,46 @@
+"""Stored images: writing them through Django's storage API, reading them back, deleting them."""
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from PIL import Image as PILImage
+
+from ..models import Image, Run
+
+
+def image_store(
+    *,
+    owner,
+    data: bytes,
+    kind: str,
+    name: str,
+    size: tuple[int, int],
+    run: Run | None = None,
+    index: int = 0,
+    format: str = "PNG",
+) -> Image:
+    stored_name = default_storage.save(name, ContentFile(data))
+    width, height = size
+    return Image.objects.create(
+        owner=owner,
+        file=stored_name,
+        width=width,
+        height=height,
+        format=format,
+        sha256=Image.digest(data),
+        kind=kind,
+        run=run,
+        index=index,
+    )
+
+
+def image_delete(*, image: Image) -> None:
+    name = image.file.name
+    image.delete()
+    transaction.on_commit(lambda: default_storage.delete(name))
+
+
+def image_open_rgb(image: Image) -> PILImage.Image:
+    """The stored image's pixels, decoded, as RGB."""
+    with image.file.open("rb") as file:
+        return PILImage.open(file).convert("RGB")

@@ -1,0 +1,136 @@
+"""Runs: creating a generation (text or image to image, or a variation) and performing it on a worker."""
+
+import uuid
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from ..engine import DEFAULT_SCHEDULER, GenerationRequest, effective_steps, encode_png, random_seed
+from ..models import Image, Run
+from ..progress import ProgressReporter
+from .images import image_open_rgb, image_store
+from .jobs import JobOutcome, job_enqueue, job_execute
+from .quota import quota_claim
+from .workers import current_engine
+
+if TYPE_CHECKING:
+    from img2img.uploads import NormalisedImage
+
+
+def run_create(
+    *,
+    owner,
+    prompt: str,
+    negative_prompt: str = "",
+    steps: int,
+    guidance_scale: float,
+    width: int | None = None,
+    height: int | None = None,
+    seed: int | None = None,
+    scheduler: str = DEFAULT_SCHEDULER,
+    batch_size: int = 1,
+    init_image: Image | None = None,
+    init_upload: "NormalisedImage | None" = None,
+    strength: float | None = None,
+) -> Run:
+    """Store a queued run and send it to the workers once committed.
+
+    With an init image (an earlier upload, or `init_upload`, stored here) the run is
+    image-to-image at the init image's size, and `strength` says how far to move from it.
+    Raises QuotaExceededError, storing nothing, when the user's daily quota is used up.
+    """
+    stored_upload: Image | None = None
+    try:
+        with transaction.atomic():
+            quota_claim(user=owner)
+            if init_upload is not None:
+                init_image = stored_upload = image_store(
+                    owner=owner,
+                    data=init_upload.data,
+                    kind=Image.Kind.UPLOAD,
+                    name=f"uploads/{uuid.uuid4()}.png",
+                    size=(init_upload.width, init_upload.height),
+                )
+            if init_image is not None:
+                width, height = init_image.width, init_image.height
+                strength = round(strength, 2)
+            run = Run.objects.create(
+                owner=owner,
+                generation_type=Run.GenerationType.IMAGE_TO_IMAGE if init_image else Run.GenerationType.TEXT_TO_IMAGE,
+                prompt=prompt,
+                negative_prompt=negative_prompt,
+                init_image=init_image,
+                strength=strength,
+                steps=steps,
+                total_steps=effective_steps(steps, strength),
+                guidance_scale=guidance_scale,
+                width=width,
+                height=height,
+                # Always stored, so every image can be made again: draw one when none was given.
+                seed=random_seed() if seed is None else seed,
+                scheduler=scheduler,
+                model=settings.IMAGEGEN_MODEL,
+                batch_size=batch_size,
+            )
+            job_enqueue(job=run)
+    except BaseException:
+        if stored_upload is not None:
+            default_storage.delete(stored_upload.file.name)
+        raise
+    return run
+
+
+def run_variation_create(*, run: Run) -> Run:
+    """The same request again (same init image and settings) with a new seed."""
+    return run_create(
+        owner=run.owner,
+        prompt=run.prompt,
+        negative_prompt=run.negative_prompt,
+        steps=run.steps,
+        guidance_scale=run.guidance_scale,
+        width=run.width,
+        height=run.height,
+        scheduler=run.scheduler,
+        batch_size=run.batch_size,
+        init_image=run.init_image,
+        strength=run.strength_float,
+    )
+
+
+def run_execute(*, run_id, worker: str = "") -> None:
+    """Claim the run, generate its images, store them and report every change of state."""
+    job_execute(model=Run, job_id=run_id, worker=worker, perform=run_perform)
+
+
+def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
+    """Generate the run's images on this worker's engine and store them as its outputs."""
+    request = GenerationRequest(
+        init_image=image_open_rgb(run.init_image) if run.init_image else None,
+        strength=run.strength_float,
+        prompt=run.prompt,
+        negative_prompt=run.negative_prompt,
+        steps=run.steps,
+        guidance_scale=run.guidance_scale,
+        width=run.width,
+        height=run.height,
+        seed=run.seed,
+        scheduler=run.scheduler,
+        batch_size=run.batch_size,
+    )
+    engine = current_engine()
+    result = engine.generate(request, on_step=on_step, preview_every=settings.IMAGEGEN_PREVIEW_EVERY)
+    images = [
+        image_store(
+            owner=run.owner,
+            data=encode_png(image, result.parameters),
+            kind=Image.Kind.OUTPUT,
+            name=f"outputs/{run.pk}/{index}.png",
+            size=image.size,
+            run=run,
+            index=index,
+        )
+        for index, image in enumerate(result.images)
+    ]
+    return JobOutcome(images=images, fields={"model": engine.model_name})
