@@ -7,9 +7,11 @@ from django.forms import Form
 from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import reverse
 
+from refinement.selectors import Version, run_versions
+
 from . import selectors, services
 from .forms import ApiGenerateForm
-from .models import Run
+from .models import Job, Run
 from .progress import output_json
 from .routing import api_ws_path
 
@@ -21,8 +23,11 @@ def error_response(message: str, *, status: int, field: str | None = None, error
     return JsonResponse(body, status=status)
 
 
-def form_error_response(form: Form) -> JsonResponse:
-    errors = {field: [str(message) for message in messages] for field, messages in form.errors.items()}
+def form_error_response(form: Form, *, field_prefix: str = "") -> JsonResponse:
+    """400 naming the first field at fault; `field_prefix` names fields of a nested object ("payload.")."""
+    errors = {
+        f"{field_prefix}{field}": [str(message) for message in messages] for field, messages in form.errors.items()
+    }
     field, messages = next(iter(errors.items()))
     return error_response(f"{field}: {messages[0]}", status=400, field=field, errors=errors)
 
@@ -51,10 +56,10 @@ def api_view(*methods: str):
     return decorator
 
 
-def bind_with_defaults(form_class: type[Form], data: dict, files=None) -> Form:
+def bind_with_defaults(form_class: type[Form], data: dict, files=None, **form_kwargs) -> Form:
     """A missing field takes the form's documented default, as API callers expect."""
     defaults = {name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None}
-    return form_class({**defaults, **data}, files)
+    return form_class({**defaults, **data}, files, **form_kwargs)
 
 
 def json_body(request: HttpRequest) -> dict | None:
@@ -65,16 +70,22 @@ def json_body(request: HttpRequest) -> dict | None:
     return body if isinstance(body, dict) else None
 
 
-def run_accepted(request: HttpRequest, run: Run, *, status: int = 202, error: str | None = None) -> JsonResponse:
+def job_accepted(request: HttpRequest, job: Job, *, ids: dict, status_url: str, status: int) -> JsonResponse:
+    """The answer to a job's submission: its ids and where to follow it (status URL and WebSocket).
+
+    A job the queue could not take yet is stored and queued all the same (housekeeping sends it
+    once the broker is back): 503, saying so, with the same ids.
+    """
+    body = dict(ids)
+    if job.sent_at is None:
+        status, body["error"] = 503, services.QUEUE_UNAVAILABLE
     scheme = "wss" if request.is_secure() else "ws"
-    body = {"error": error} if error else {}
     return JsonResponse(
         {
             **body,
-            "run_id": str(run.pk),
-            "status": run.status,
-            "status_url": request.build_absolute_uri(reverse("imagegen:api_run", args=[run.pk])),
-            "ws_url": f"{scheme}://{request.get_host()}{api_ws_path(run.pk)}",
+            "status": job.status,
+            "status_url": request.build_absolute_uri(status_url),
+            "ws_url": f"{scheme}://{request.get_host()}{api_ws_path(job.pk)}",
         },
         status=status,
     )
@@ -86,10 +97,8 @@ def create_run_response(request: HttpRequest, form: Form) -> JsonResponse:
         run = services.run_create(owner=request.user, **form.run_arguments())
     except services.QuotaExceededError as refusal:
         return error_response(str(refusal), status=429)
-    if run.sent_at is None:
-        # Stored and queued all the same: housekeeping sends it once the broker is back.
-        return run_accepted(request, run, status=503, error=services.QUEUE_UNAVAILABLE)
-    return run_accepted(request, run)
+    status_url = reverse("imagegen:api_run", args=[run.pk])
+    return job_accepted(request, run, ids={"run_id": str(run.pk)}, status_url=status_url, status=202)
 
 
 @api_view("POST")
@@ -122,8 +131,22 @@ def run_detail(request: HttpRequest, run_id) -> JsonResponse:
                 {**output, "url": request.build_absolute_uri(output["url"])}
                 for output in map(output_json, run.outputs.all())
             ],
+            "versions": [version_json(request, run, version) for version in run_versions(run=run)],
         }
     )
+
+
+def version_json(request: HttpRequest, run: Run, version: Version) -> dict:
+    """One version of the run's chain: v1 is the run's own output, later ones are refinements."""
+    refinement = version.refinement
+    return {
+        "version": version.number,
+        "image_id": str(version.image.pk),
+        "url": request.build_absolute_uri(output_json(version.image)["url"]),
+        "type": refinement.type if refinement else run.generation_type,
+        "parent_version": version.parent_version,
+        "job_id": str(refinement.pk if refinement else run.pk),
+    }
 
 
 @api_view("POST")

@@ -17,6 +17,7 @@ class Image(models.Model):
     class Kind(models.TextChoices):
         UPLOAD = "upload", "Upload"
         OUTPUT = "output", "Output"
+        REFINEMENT = "refinement", "Refinement result"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
@@ -26,7 +27,8 @@ class Image(models.Model):
     format = models.CharField(max_length=10, default="PNG")
     sha256 = models.CharField(max_length=64, db_index=True)
     kind = models.CharField(max_length=10, choices=Kind.choices, db_index=True)
-    # Set for outputs: the run that made the image, and its place in the batch.
+    # Set for a run's outputs (its version 1): the run that made the image, and its place in the
+    # batch. A refinement's result is linked from its Refinement instead.
     run = models.ForeignKey("Run", null=True, blank=True, on_delete=models.CASCADE, related_name="outputs")
     index = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
@@ -126,8 +128,17 @@ def job_models() -> list[type[Job]]:
     return [model for model in apps.get_models() if issubclass(model, Job)]
 
 
+class RunQuerySet(JobQuerySet):
+    def generations(self) -> "RunQuerySet":
+        # An imported image costs no generation.
+        return self.exclude(generation_type=Run.GenerationType.IMPORTED)
+
+
 class Run(Job):
-    """One generation request and its outputs."""
+    """One generation request and its outputs; or an imported image, which is its only output.
+
+    Every chain of versions has a Run at its root: its output is version 1.
+    """
 
     task_name = "imagegen.tasks.run_job"
     dom_prefix = "run"
@@ -137,6 +148,7 @@ class Run(Job):
     class GenerationType(models.TextChoices):
         TEXT_TO_IMAGE = "text_to_image", "Text to image"
         IMAGE_TO_IMAGE = "image_to_image", "Image to image"
+        IMPORTED = "imported", "Imported"
 
     generation_type = models.CharField(
         max_length=20, choices=GenerationType.choices, default=GenerationType.TEXT_TO_IMAGE, db_index=True
@@ -156,6 +168,8 @@ class Run(Job):
     model = models.CharField(max_length=255)
     batch_size = models.PositiveSmallIntegerField(default=1)
 
+    objects = RunQuerySet.as_manager()
+
     def __str__(self) -> str:
         return f"{self.prompt[:60]} ({self.get_status_display()})"
 
@@ -164,6 +178,15 @@ class Run(Job):
 
     def result_images(self) -> list[Image]:
         return list(self.outputs.all())
+
+    @property
+    def root_run_id(self):
+        """The run whose chain of versions this job's images belong to: itself."""
+        return self.pk
+
+    @property
+    def is_imported(self) -> bool:
+        return self.generation_type == self.GenerationType.IMPORTED
 
     @property
     def strength_float(self) -> float | None:

@@ -10,6 +10,8 @@ from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from refinement.selectors import refinement_record, run_versions
+
 from .engine import format_parameters
 from .models import ApiToken, Image, Job, LoginFailure, Run, job_models
 
@@ -80,16 +82,22 @@ def run_parameters(*, run: Run) -> dict:
 
 
 def run_archive(*, run: Run) -> bytes:
-    """The run as a zip: original.png (image to image), generated-N.png and parameters.txt/json."""
+    """The run as a zip: original.png (image to image), generated-N.png (v1), v2.png, v3.png… (its
+    refinements), history.json (the chain: how each version was made) and parameters.txt/json."""
     buffer = io.BytesIO()
     parameters = run_parameters(run=run)
+    history = []
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         if run.init_image:
             with run.init_image.file.open("rb") as original:
                 archive.writestr("original.png", original.read())
-        for number, image in enumerate(run.outputs.all(), start=1):
-            with image.file.open("rb") as generated:
-                archive.writestr(f"generated-{number}.png", generated.read())
+        for version in run_versions(run=run):
+            name = f"v{version.number}.png" if version.refinement else f"generated-{version.image.index + 1}.png"
+            with version.image.file.open("rb") as image:
+                archive.writestr(name, image.read())
+            record = refinement_record(refinement=version.refinement) if version.refinement else {"version": 1}
+            history.append({**record, "file": name, "sha256": version.image.sha256})
+        archive.writestr("history.json", json.dumps({"run_id": str(run.pk), "versions": history}, indent=2))
         archive.writestr("parameters.json", json.dumps(parameters, indent=2))
         archive.writestr("parameters.txt", run_parameters_text(run=run))
     return buffer.getvalue()

@@ -207,7 +207,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "light"
-CELERY_TASK_ROUTES = {"imagegen.tasks.run_job": {"queue": "gpu"}}
+# Every kind of job that needs the model goes to the GPU workers.
+CELERY_TASK_ROUTES = {
+    "imagegen.tasks.run_job": {"queue": "gpu"},
+    "refinement.tasks.refine_job": {"queue": "gpu"},
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the longest job, or Redis hands an unacknowledged job to a second worker.

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
+from refinement.selectors import refinements_of_run
 
 from . import selectors, services
 from .forms import LockoutLoginForm
@@ -72,7 +73,12 @@ def gallery(request: HttpRequest) -> HttpResponse:
 @require_GET
 def run_detail(request: HttpRequest, run_id) -> HttpResponse:
     run = selectors.run_for_user(user=request.user, run_id=run_id)
-    return render(request, "imagegen/run.html", {"run": run, "parameters": selectors.run_parameters(run=run)})
+    context = {
+        "run": run,
+        "parameters": selectors.run_parameters(run=run),
+        "refinements": refinements_of_run(run=run),
+    }
+    return render(request, "imagegen/run.html", context)
 
 
 @login_required

@@ -1,5 +1,6 @@
 """Describe generation settings in the AUTOMATIC1111 "parameters" text and embed it in PNG files."""
 
+from collections.abc import Mapping
 from io import BytesIO
 from typing import BinaryIO
 
@@ -37,10 +38,15 @@ def format_parameters(
     return "\n".join(lines)
 
 
-def encode_png(image: Image.Image, parameters: str) -> bytes:
-    """Return PNG bytes of image with parameters stored in a "parameters" tEXt chunk."""
+def encode_png(image: Image.Image, parameters: str, *, chunks: Mapping[str, str] | None = None) -> bytes:
+    """Return PNG bytes of image with parameters stored in a "parameters" text chunk.
+
+    `chunks` adds further text chunks (keyword → text), such as a refinement's own record.
+    """
     info = PngInfo()
     info.add_text(PARAMETERS_KEY, parameters)
+    for keyword, text in (chunks or {}).items():
+        info.add_text(keyword, text)  # Pillow writes iTXt (UTF-8) for text that Latin-1 cannot hold
     buffer = BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()

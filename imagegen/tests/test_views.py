@@ -205,7 +205,13 @@ def test_download_zip_holds_original_generated_and_parameters(user_client):
     response = user_client.get(f"/runs/{run.pk}/download/")
     assert response["Content-Type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(response.content))
-    assert sorted(archive.namelist()) == ["generated-1.png", "original.png", "parameters.json", "parameters.txt"]
+    assert sorted(archive.namelist()) == [
+        "generated-1.png",
+        "history.json",
+        "original.png",
+        "parameters.json",
+        "parameters.txt",
+    ]
     assert "Seed: 5" in archive.read("parameters.txt").decode()
     assert "Denoising strength: 0.6" in archive.read("parameters.txt").decode()
 

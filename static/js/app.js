@@ -89,3 +89,92 @@ document.addEventListener("click", (event) => {
 ["dragleave", "drop"].forEach((type) => document.addEventListener(type, (event) => {
   event.target.closest?.(".dropzone")?.classList.remove("dragging");
 }));
+
+// The Refine Image drawer (refinement/drawer.html): a modal side panel. Focus moves into it when
+// it opens, Tab stays inside it, Esc (or the × or the backdrop) closes it and focus returns to
+// the button that opened it; the arrow keys, Home and End move between its tabs.
+let drawerOpener = null;
+
+function drawer() {
+  return document.querySelector("#drawer[data-drawer]");
+}
+
+function closeDrawer() {
+  const open = drawer();
+  if (!open) return;
+  // An empty placeholder takes its place; a refinement it was following goes on, and its card polls.
+  const placeholder = document.createElement("div");
+  placeholder.id = "drawer";
+  open.replaceWith(placeholder);
+  document.body.classList.remove("drawer-open");
+  if (drawerOpener && drawerOpener.isConnected) drawerOpener.focus();
+  drawerOpener = null;
+}
+
+function focusables(container) {
+  return [...container.querySelectorAll(
+    "a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), textarea:not([disabled]), select:not([disabled]), [tabindex]:not([tabindex='-1'])"
+  )].filter((element) => !element.closest("[hidden]") && element.getClientRects().length);
+}
+
+function selectTab(tab) {
+  const tablist = tab.closest("[role=tablist]");
+  tablist.querySelectorAll("[role=tab]").forEach((other) => {
+    const selected = other === tab;
+    other.setAttribute("aria-selected", String(selected));
+    other.tabIndex = selected ? 0 : -1;
+    document.getElementById(other.getAttribute("aria-controls")).hidden = !selected;
+  });
+  tab.focus();
+}
+
+document.addEventListener("htmx:beforeRequest", (event) => {
+  if (event.detail.target?.id === "drawer") drawerOpener = event.detail.elt;
+});
+document.addEventListener("htmx:load", (event) => {
+  const element = event.detail.elt;
+  if (element.matches?.("#drawer[data-drawer]")) {
+    document.body.classList.add("drawer-open");
+    (element.querySelector("[role=tab][aria-selected=true]") || focusables(element)[0])?.focus();
+  } else if (element.matches?.(".live-log")) {
+    element.querySelector(".log-title")?.focus();  // the submitted form is gone: say what runs now
+  } else if (element.id === "drawer-body") {
+    element.querySelector("[aria-invalid=true]")?.focus();  // the form came back with an error
+  }
+});
+document.addEventListener("click", (event) => {
+  if (event.target.closest("[data-close-drawer]")) return closeDrawer();
+  const tab = event.target.closest("#drawer [role=tab]");
+  if (tab) selectTab(tab);
+});
+document.addEventListener("keydown", (event) => {
+  const open = drawer();
+  if (!open) return;
+  if (event.key === "Escape") {
+    event.preventDefault();
+    return closeDrawer();
+  }
+  const tab = event.target.closest?.("[role=tab]");
+  if (tab && ["ArrowRight", "ArrowLeft", "Home", "End"].includes(event.key)) {
+    const tabs = [...tab.closest("[role=tablist]").querySelectorAll("[role=tab]")];
+    const index = tabs.indexOf(tab);
+    const next = { ArrowRight: index + 1, ArrowLeft: index - 1, Home: 0, End: tabs.length - 1 }[event.key];
+    event.preventDefault();
+    return selectTab(tabs[(next + tabs.length) % tabs.length]);
+  }
+  if (event.key === "Tab") {
+    const items = focusables(open);
+    if (!items.length) return;
+    const first = items[0], last = items[items.length - 1];
+    if (!open.contains(document.activeElement)) {
+      event.preventDefault();
+      first.focus();
+    } else if (event.shiftKey && document.activeElement === first) {
+      event.preventDefault();
+      last.focus();
+    } else if (!event.shiftKey && document.activeElement === last) {
+      event.preventDefault();
+      first.focus();
+    }
+  }
+});

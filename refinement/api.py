@@ -1,0 +1,83 @@
+"""The refine API: submit a refinement of a run's version, read one. Errors are JSON naming the field."""
+
+from django.http import Http404, HttpRequest, JsonResponse
+from django.urls import reverse
+
+from imagegen import selectors as imagegen_selectors
+from imagegen.api import api_view, bind_with_defaults, error_response, form_error_response, job_accepted, json_body
+from imagegen.progress import output_json
+from imagegen.services import QuotaExceededError
+
+from . import selectors, services
+from .forms import RefineForm
+from .models import Refinement
+
+
+@api_view("POST")
+def refine(request: HttpRequest, run_id) -> JsonResponse:
+    """`{"type", "payload", "creativity"?, "parent_image_id"?, "seed"?}` → 201 with the new version."""
+    run = imagegen_selectors.run_for_user(user=request.user, run_id=run_id)
+    data = json_body(request)
+    if data is None:
+        return error_response("The request body must be a JSON object.", status=400)
+    payload = data.pop("payload", {})
+    form = bind_with_defaults(RefineForm, data, run=run)
+    if not form.is_valid():
+        if form.has_error("parent_image_id", code="not_found"):
+            raise Http404("No such image.")
+        return form_error_response(form)
+    if not isinstance(payload, dict):
+        return error_response("payload: Must be a JSON object.", status=400, field="payload")
+    payload_form = form.payload_form(payload)
+    unknown = sorted(set(payload) - set(payload_form.fields))
+    if unknown:
+        field = f"payload.{unknown[0]}"
+        known = ", ".join(payload_form.fields)
+        return error_response(f"{field}: Unknown field; this mode takes {known}.", status=400, field=field)
+    if not payload_form.is_valid():
+        return form_error_response(payload_form, field_prefix="payload.")
+    try:
+        refinement = services.refinement_create(**form.refinement_arguments(payload_form))
+    except QuotaExceededError as refusal:
+        return error_response(str(refusal), status=429)
+    except services.NothingToRefineError as refusal:
+        return error_response(str(refusal), status=409)
+    return job_accepted(
+        request,
+        refinement,
+        ids={"job_id": str(refinement.pk), "version": refinement.version},
+        status_url=reverse("refinement:api_refinement", args=[refinement.pk]),
+        status=201,
+    )
+
+
+@api_view("GET")
+def refinement_detail(request: HttpRequest, job_id) -> JsonResponse:
+    refinement = selectors.refinement_for_user(user=request.user, job_id=job_id)
+    if refinement is None:
+        raise Http404("No such refinement.")
+    return JsonResponse(refinement_json(request, refinement))
+
+
+def refinement_json(request: HttpRequest, refinement: Refinement) -> dict:
+    result = None
+    if refinement.result:
+        output = output_json(refinement.result)
+        result = {"image_id": str(refinement.result.pk), **output, "url": request.build_absolute_uri(output["url"])}
+    return {
+        "job_id": str(refinement.pk),
+        "run_id": str(refinement.run_id),
+        "type": refinement.type,
+        "status": refinement.status,
+        "version": refinement.version,
+        "parent_version": refinement.parent_version,
+        "parent_image_id": str(refinement.parent_image_id),
+        "step": refinement.step,
+        "total_steps": refinement.total_steps,
+        "creativity": refinement.creativity,
+        "strength": refinement.strength,
+        "seed": refinement.seed,
+        "payload": refinement.payload,
+        "error": refinement.error,
+        "result": result,
+    }

@@ -1,0 +1,49 @@
+"""The interface every refinement mode implements (see the package's docstring)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+# step, total, optional preview: the engine's step callback (it may raise GenerationCancelled).
+StepCallback = Callable[[int, int, Image.Image | None], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a refinement will do, known when it is submitted: its strength and sampler steps."""
+
+    strength: float
+    total_steps: int
+
+
+@dataclass(frozen=True)
+class StageInput:
+    parent: Image.Image  # RGB, the version being refined
+    payload: dict[str, Any]  # validated by the mode's payload form
+    creativity: int  # 1 (subtle) to 3 (strong)
+    seed: int
+    on_step: StepCallback | None = None
+    preview_every: int = 0
+
+
+@dataclass
+class StageOutput:
+    image: Image.Image  # the new version, at the parent's size
+    parameters: str  # the A1 "parameters" text of how it was made
+    report: dict[str, Any] = field(default_factory=dict)  # what the mode checked (text repair's OCR)
+
+
+class Stage:
+    """One refinement mode."""
+
+    type: str
+    # Creativity 1/2/3 → the denoising strength this mode uses.
+    strengths: dict[int, float]
+
+    def plan(self, *, payload: dict[str, Any], creativity: int) -> Plan:
+        raise NotImplementedError
+
+    def run(self, engine, given: StageInput) -> StageOutput:
+        raise NotImplementedError
