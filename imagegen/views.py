@@ -29,11 +29,14 @@ def generate(request: HttpRequest) -> HttpResponse:
     form = StudioForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         try:
-            run = services.run_create(owner=request.user, **form.run_arguments())
+            if form.import_mode:
+                run = services.run_import(owner=request.user, **form.run_arguments())
+            else:
+                run = services.run_create(owner=request.user, **form.run_arguments())
         except services.QuotaExceededError as refusal:
             form.add_error(None, str(refusal))
         else:
-            if run.sent_at is None:
+            if not run.is_finished and run.sent_at is None:  # an import is finished: it waits for no queue
                 messages.warning(request, services.QUEUE_UNAVAILABLE)
             if request.htmx:
                 # The new card goes on top of the list; the form keeps its values for the next try.
@@ -85,6 +88,9 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
 @require_POST
 def run_variation(request: HttpRequest, run_id) -> HttpResponse:
     run = selectors.run_for_user(user=request.user, run_id=run_id)
+    if run.is_imported:
+        messages.error(request, services.NOTHING_TO_VARY)
+        return redirect("imagegen:run", run_id=run.pk)
     try:
         variation = services.run_variation_create(run=run)
     except services.QuotaExceededError as refusal:

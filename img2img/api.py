@@ -1,10 +1,13 @@
-"""`POST /api/generate_img2img`: multipart, like other Stable Diffusion APIs; 202 like /api/generate."""
+"""`POST /api/generate_img2img`: multipart, like other Stable Diffusion APIs; 202 like /api/generate.
+`POST /api/v1/imports`: an image to edit, stored at once as a run's v1; 201."""
 
 from django.http import HttpRequest, JsonResponse
 
+from imagegen import services
 from imagegen.api import api_view, bind_with_defaults, create_run_response, form_error_response
+from imagegen.progress import output_json
 
-from .forms import ApiImageToImageForm
+from .forms import ApiImageToImageForm, ImportForm
 
 
 @api_view("POST")
@@ -13,3 +16,24 @@ def generate_img2img(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         return form_error_response(form)
     return create_run_response(request, form)
+
+
+@api_view("POST")
+def import_image(request: HttpRequest) -> JsonResponse:
+    """Multipart `image` → 201 with the imported run, its image (v1) and the image's URL."""
+    form = ImportForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return form_error_response(form)
+    run = services.run_import(owner=request.user, upload=form.cleaned_data["image"])
+    image = run.outputs.get()
+    output = output_json(image)
+    return JsonResponse(
+        {
+            "run_id": str(run.pk),
+            "image_id": str(image.pk),
+            "url": request.build_absolute_uri(output["url"]),
+            "width": output["width"],
+            "height": output["height"],
+        },
+        status=201,
+    )

@@ -1,4 +1,5 @@
-"""The image-to-image request: the text-to-image fields plus an init image and a strength."""
+"""The image-to-image request (the text-to-image fields plus an init image and a strength), the
+generate page's form with its three modes, and the import of an image to edit."""
 
 from django import forms
 
@@ -9,9 +10,11 @@ from imagegen.validators import validate_strength
 
 from .uploads import InitImageField
 
+UPLOAD_HELP = "PNG, JPEG or WebP, up to 10 MB."
+
 
 class ImageToImageFields(forms.Form):
-    init_image = InitImageField(label="Init image", help_text="PNG, JPEG or WebP, up to 10 MB.")
+    init_image = InitImageField(label="Init image", help_text=UPLOAD_HELP)
     strength = forms.FloatField(
         initial=limits.DEFAULT_STRENGTH,
         validators=[validate_strength],
@@ -47,13 +50,19 @@ class ApiImageToImageForm(ImageToImageFields, ApiGenerateForm):
 
 
 class StudioForm(ImageToImageFields, GenerateForm):
-    """The generate page's form: both modes in one, the mode toggle saying which fields count.
+    """The generate page's form: three modes in one, the mode toggle saying which fields count.
 
-    Fields of the other mode are disabled, so what the browser posts for them is ignored.
+    Fields of the other modes are disabled, so what the browser posts for them is ignored. An
+    import takes only the image (the init image field, the page's one drop zone).
     """
 
     mode = forms.ChoiceField(
-        choices=Run.GenerationType.choices,
+        choices=[
+            (Run.GenerationType.TEXT_TO_IMAGE, Run.GenerationType.TEXT_TO_IMAGE.label),
+            (Run.GenerationType.IMAGE_TO_IMAGE, Run.GenerationType.IMAGE_TO_IMAGE.label),
+            # The toggle offers an action; the run it makes is labelled "Imported".
+            (Run.GenerationType.IMPORTED, "Import"),
+        ],
         initial=Run.GenerationType.TEXT_TO_IMAGE,
         required=False,  # absent means text to image
         widget=forms.RadioSelect,
@@ -61,7 +70,13 @@ class StudioForm(ImageToImageFields, GenerateForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        for name in ("width", "height") if self.image_mode else ("init_image", "strength"):
+        if self.import_mode:
+            unused = [name for name in self.fields if name not in ("mode", "init_image")]
+        elif self.image_mode:
+            unused = ["width", "height"]
+        else:
+            unused = ["init_image", "strength"]
+        for name in unused:
             self.fields[name].disabled = True
             self.fields[name].required = False
 
@@ -69,7 +84,19 @@ class StudioForm(ImageToImageFields, GenerateForm):
     def image_mode(self) -> bool:
         return self["mode"].value() == Run.GenerationType.IMAGE_TO_IMAGE
 
+    @property
+    def import_mode(self) -> bool:
+        return self["mode"].value() == Run.GenerationType.IMPORTED
+
+    @property
+    def takes_image(self) -> bool:
+        """Whether the mode shows the image drop zone."""
+        return self.image_mode or self.import_mode
+
     def run_arguments(self) -> dict:
+        """The cleaned values as keyword arguments of services.run_create (for an import, run_import)."""
+        if self.import_mode:
+            return {"upload": self.cleaned_data["init_image"]}
         if self.image_mode:
             arguments = super().run_arguments()
         else:
@@ -77,3 +104,9 @@ class StudioForm(ImageToImageFields, GenerateForm):
             del arguments["init_image"], arguments["strength"]
         del arguments["mode"]
         return arguments
+
+
+class ImportForm(forms.Form):
+    """An image the user brings to edit, checked by the same rules as an init image."""
+
+    image = InitImageField(label="Image", help_text=UPLOAD_HELP)

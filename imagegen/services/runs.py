@@ -1,4 +1,5 @@
-"""Runs: creating a generation (text or image to image, or a variation) and performing it on a worker."""
+"""Runs: creating a generation (text or image to image, or a variation) or an import, and performing
+a generation on a worker."""
 
 import uuid
 from typing import TYPE_CHECKING
@@ -6,9 +7,10 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
 from ..engine import DEFAULT_SCHEDULER, GenerationRequest, effective_steps, encode_png, random_seed
-from ..models import Image, Run
+from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
 from .images import image_open_rgb, image_store
 from .jobs import JobOutcome, job_enqueue, job_execute
@@ -17,6 +19,8 @@ from .workers import current_engine
 
 if TYPE_CHECKING:
     from img2img.uploads import NormalisedImage
+
+NOTHING_TO_VARY = "An imported image has no settings to vary; refine it instead."
 
 
 def run_create(
@@ -82,8 +86,55 @@ def run_create(
     return run
 
 
+def run_import(*, owner, upload: "NormalisedImage") -> Run:
+    """Store an image the user brought to edit as a run that has already succeeded, the image its
+    only output (v1 of its chain), so it can be refined like any result.
+
+    Nothing is generated: no worker, no queue, and no claim on the daily quota.
+    """
+    name = f"uploads/{uuid.uuid4()}.png"
+    stored_image: Image | None = None
+    try:
+        with transaction.atomic():
+            now = timezone.now()
+            run = Run.objects.create(
+                owner=owner,
+                generation_type=Run.GenerationType.IMPORTED,
+                prompt="",
+                steps=0,
+                total_steps=0,
+                guidance_scale=0,
+                width=upload.width,
+                height=upload.height,
+                seed=0,
+                model="",
+                status=JobStatus.SUCCEEDED,
+                started_at=now,
+                finished_at=now,
+            )
+            stored_image = image_store(
+                owner=owner,
+                data=upload.data,
+                kind=Image.Kind.UPLOAD,
+                name=name,
+                size=(upload.width, upload.height),
+                run=run,
+                index=0,
+            )
+    except BaseException:
+        # image_store writes the file before its row, so the file may exist even without the Image.
+        default_storage.delete(stored_image.file.name if stored_image else name)
+        raise
+    return run
+
+
 def run_variation_create(*, run: Run) -> Run:
-    """The same request again (same init image and settings) with a new seed."""
+    """The same request again (same init image and settings) with a new seed.
+
+    Raises ValueError (NOTHING_TO_VARY) for an imported run: it has no request to repeat.
+    """
+    if run.is_imported:
+        raise ValueError(NOTHING_TO_VARY)
     return run_create(
         owner=run.owner,
         prompt=run.prompt,

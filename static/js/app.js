@@ -11,19 +11,26 @@ document.addEventListener("htmx:wsClose", (event) => { delete event.detail.elt.d
 // The generate form: mode toggle, init image drop zone with preview, strength value.
 // Handlers are delegated from the document, so they keep working after htmx swaps the form.
 const IMAGE_MODE = "image_to_image";
+const IMPORT_MODE = "imported";
 const ACCEPTED_TYPES = ["image/png", "image/jpeg", "image/webp"];
 
+function showField(field, shown) {
+  field.hidden = !shown;
+  // Disabled inputs are not posted: the server ignores the other modes' fields anyway.
+  field.querySelectorAll("input, textarea, select").forEach((input) => { input.disabled = !shown; });
+}
+
 function applyMode(form) {
-  const imageMode = form.querySelector("input[name=mode]:checked")?.value === IMAGE_MODE;
-  const section = form.querySelector("#image-section");
-  section.hidden = !imageMode;
-  // Disabled inputs are not posted: the server ignores the other mode's fields anyway.
-  section.querySelectorAll("input").forEach((input) => { input.disabled = !imageMode; });
-  form.querySelectorAll(".size-field").forEach((field) => {
-    field.hidden = imageMode;
-    field.querySelector("input").disabled = imageMode;
-  });
+  const mode = form.querySelector("input[name=mode]:checked")?.value;
+  const imageMode = mode === IMAGE_MODE;
+  const importMode = mode === IMPORT_MODE;  // only the image: no prompt, strength or settings
+  form.querySelectorAll(".prompt-field").forEach((field) => showField(field, !importMode));
+  showField(form.querySelector("#image-section"), imageMode || importMode);
+  showField(form.querySelector(".strength-field"), imageMode);
+  showField(form.querySelector(".advanced"), !importMode);
+  form.querySelectorAll(".size-field").forEach((field) => showField(field, !imageMode && !importMode));
   form.querySelector(".size-note").hidden = !imageMode;
+  form.querySelector("button[type=submit]").textContent = importMode ? "Import" : "Generate";
 }
 
 function showUploadError(form, message) {
