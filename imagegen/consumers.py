@@ -105,4 +105,3 @@ class JobApiConsumer(JobEventsMixin, AsyncJsonWebsocketConsumer):
     async def job_result(self, event: dict) -> None:
         await self.send_json(event)
         await self.close(code=CLOSE_DONE)
-

@@ -8,12 +8,14 @@ from datetime import timedelta
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
+from django.urls import reverse
 from django.utils import timezone
 
+from refinement.models import Refinement
 from refinement.selectors import refinement_record, run_versions
 
 from .engine import format_parameters
-from .models import ApiToken, Image, Job, LoginFailure, Run, job_models
+from .models import ApiToken, Image, Job, JobStatus, LoginFailure, Run, job_models
 
 
 def user_for_api_token(*, token: str):
@@ -30,7 +32,15 @@ def runs_for_user(*, user, generation_type: str | None = None) -> QuerySet[Run]:
     runs = (
         Run.objects.owned_by(user)
         .select_related("init_image")
-        .prefetch_related(Prefetch("outputs", queryset=Image.objects.order_by("index")))
+        .prefetch_related(
+            Prefetch("outputs", queryset=Image.objects.order_by("index")),
+            # The run's chain beyond v1, for the cards' latest version and count.
+            Prefetch(
+                "refinements",
+                queryset=Refinement.objects.succeeded().select_related("result").order_by("version"),
+                to_attr="refined_versions",
+            ),
+        )
     )
     if generation_type:
         runs = runs.filter(generation_type=generation_type)
@@ -62,7 +72,12 @@ def image_for_user(*, user, image_id) -> Image:
 
 
 def run_parameters(*, run: Run) -> dict:
-    """Every setting that, with the seed, reproduces the run (shown on the run page and in the API)."""
+    """Every setting that, with the seed, reproduces the run (shown on the run page and in the API).
+
+    An imported image was made elsewhere: it has only its type and size.
+    """
+    if run.is_imported:
+        return {"generation_type": run.generation_type, "width": run.width, "height": run.height}
     parameters = {
         "generation_type": run.generation_type,
         "prompt": run.prompt,
@@ -105,6 +120,8 @@ def run_archive(*, run: Run) -> bytes:
 
 def run_parameters_text(*, run: Run) -> str:
     """The parameters in the text format other Stable Diffusion tools read (as in the PNGs)."""
+    if run.is_imported:
+        return f"Imported image (no generation parameters)\nSize: {run.width}x{run.height}"
     return format_parameters(
         prompt=run.prompt,
         negative_prompt=run.negative_prompt,
@@ -127,6 +144,10 @@ def login_locked_out(*, username: str, ip_address: str | None) -> bool:
     return failures.filter(ip_address=ip_address).count() >= limit or failures.count() >= 4 * limit
 
 
+def admin_change_url(job: Job | None) -> str:
+    return reverse(f"admin:{job._meta.app_label}_{job._meta.model_name}_change", args=[job.pk]) if job else ""
+
+
 def operations_overview() -> dict:
     """Workers, what each is running, and queue lengths, from Celery's inspection API and Redis.
 
@@ -140,7 +161,11 @@ def operations_overview() -> dict:
     from .celery import app
 
     overview = {"workers": [], "queues": [], "error": ""}
-    running = {str(run.pk): run for run in Run.objects.filter(status="running").select_related("owner")}
+    running = {
+        str(job.pk): job
+        for model in job_models()
+        for job in model.objects.filter(status=JobStatus.RUNNING).select_related("owner")
+    }
     try:
         inspector = app.control.inspect(timeout=1.0)
         active = inspector.active() or {}
@@ -154,11 +179,12 @@ def operations_overview() -> dict:
     for worker in sorted(set(active) | set(queues)):
         jobs = []
         for task in active.get(worker, []):
-            run_id = (task.get("args") or [None])[0]
-            jobs.append({"task": task.get("name"), "run_id": run_id, "run": running.get(str(run_id))})
+            job_id = (task.get("args") or [None])[0]
+            job = running.get(str(job_id))
+            jobs.append({"task": task.get("name"), "job_id": job_id, "job": job, "admin_url": admin_change_url(job)})
         overview["workers"].append(
             {"name": worker, "queues": [queue["name"] for queue in queues.get(worker, [])], "jobs": jobs}
         )
-    overview["queued_runs"] = Run.objects.filter(status="queued").count()
-    overview["running_runs"] = len(running)
+    overview["queued_jobs"] = sum(model.objects.filter(status=JobStatus.QUEUED).count() for model in job_models())
+    overview["running_jobs"] = len(running)
     return overview

@@ -45,9 +45,7 @@ def refinements_of_run(*, run: Run):
 
 
 def refinement_for_user(*, user, job_id) -> Refinement | None:
-    return (
-        Refinement.objects.owned_by(user).select_related("run", "parent_image", "result").filter(pk=job_id).first()
-    )
+    return Refinement.objects.owned_by(user).select_related("run", "parent_image", "result").filter(pk=job_id).first()
 
 
 def refinement_record(*, refinement: Refinement, model: str | None = None) -> dict:

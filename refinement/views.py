@@ -63,9 +63,7 @@ def drawer_tabs(run: Run, parent: Version, submitted: RefineForm | None = None, 
 
 def chosen_version(run: Run, image_id: str | None) -> Version:
     """The version the drawer refines: the image asked for, or the chain's latest; 404 otherwise."""
-    version = (
-        selectors.version_of_image(run=run, image_id=image_id) if image_id else selectors.latest_version(run=run)
-    )
+    version = selectors.version_of_image(run=run, image_id=image_id) if image_id else selectors.latest_version(run=run)
     if version is None:
         raise Http404("No such image in this run.")
     return version

@@ -26,8 +26,7 @@ def quota_claim(*, user) -> None:
     start_of_day = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     limit = daily_quota(user=user)
     used = sum(
-        model.objects.owned_by(user).generations().filter(queued_at__gte=start_of_day).count()
-        for model in job_models()
+        model.objects.owned_by(user).generations().filter(queued_at__gte=start_of_day).count() for model in job_models()
     )
     if used >= limit:
         raise QuotaExceededError(

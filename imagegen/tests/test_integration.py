@@ -26,20 +26,25 @@ def api(stack, method: str, path: str, token: str, body: dict | None = None):
 
 def submit_img2img(stack, token: str, png: bytes, **fields: str) -> tuple[int, dict]:
     """The documented multipart call (`curl -F init_image=@… -F prompt=…`), made by hand."""
+    return post_file(stack, token, "/api/generate_img2img", "init_image", png, **fields)
+
+
+def post_file(stack, token: str, path: str, file_field: str, png: bytes, **fields: str) -> tuple[int, dict]:
+    """A multipart POST with one PNG file and text fields, as curl's -F sends it."""
     boundary = "----imagegen-test"
     parts = [
         f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
         for name, value in fields.items()
     ]
     parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="init_image"; filename="test.png"\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; filename="test.png"\r\n'
         f"Content-Type: image/png\r\n\r\n".encode()
         + png
         + b"\r\n"
     )
     parts.append(f"--{boundary}--\r\n".encode())
     request = urllib.request.Request(
-        f"{stack.base_url}/api/generate_img2img",
+        f"{stack.base_url}{path}",
         method="POST",
         data=b"".join(parts),
         headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},

@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 
 from conftest import ARTIFACTS, wait_until
 from imagegen import services
-from imagegen.models import JobStatus, Run
+from imagegen.models import Job, JobStatus, Run
 from imagegen.tasks import run_job
 
 from .factories import RunFactory, UserFactory
@@ -45,24 +45,29 @@ def submit(stack, token: str, **body) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
-def wait_for_run(run_id, condition, timeout: float = 60) -> Run:
+def wait_for_job(model: type[Job], job_id, condition, timeout: float = 60) -> Job:
     def check():
-        run = Run.objects.get(pk=run_id)
-        return run if condition(run) else None
+        job = model.objects.get(pk=job_id)
+        return job if condition(job) else None
 
-    return wait_until(check, timeout=timeout, what=f"run {run_id} to reach the expected state")
+    what = f"{model._meta.verbose_name} {job_id} to reach the expected state"
+    return wait_until(check, timeout=timeout, what=what)
+
+
+def wait_for_run(run_id, condition, timeout: float = 60) -> Run:
+    return wait_for_job(Run, run_id, condition, timeout)
 
 
 def running_at_step(minimum: int):
-    return lambda run: run.status == JobStatus.RUNNING and run.step >= minimum
+    return lambda job: job.status == JobStatus.RUNNING and job.step >= minimum
 
 
-def finished(run: Run) -> bool:
-    return run.is_finished
+def finished(job: Job) -> bool:
+    return job.is_finished
 
 
-def kill_the_worker_running(stack, run_id) -> str:
-    name = Run.objects.get(pk=run_id).worker.split("@")[0]
+def kill_the_worker_running(stack, job_id, model: type[Job] = Run) -> str:
+    name = model.objects.get(pk=job_id).worker.split("@")[0]
     stack.kill_worker(name)
     return name
 

@@ -1,0 +1,211 @@
+"""The refine API: submission, status, versions in the run, and every bad input (no worker here)."""
+
+import json
+import uuid
+
+import pytest
+
+from imagegen import selectors, services
+from imagegen.models import Image, JobStatus
+from imagegen.tests.factories import ImageFactory, RunFactory, UserFactory
+from refinement.models import Refinement
+
+from .factories import finished_run
+
+# Transactional: a refinement is sent to the queue only once committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GENERAL = {"type": "general", "payload": {"prompt": "warmer light"}}
+
+
+@pytest.fixture
+def token():
+    return services.api_token_create(username="alice")
+
+
+@pytest.fixture
+def run(token):
+    return finished_run(owner=selectors.user_for_api_token(token=token))
+
+
+def call(client, method: str, url: str, token: str, body=None):
+    headers = {"Authorization": f"Bearer {token}"}
+    if method == "get":
+        return client.get(url, headers=headers)
+    data = body if isinstance(body, str) else json.dumps(body or {})
+    return client.post(url, data=data, content_type="application/json", headers=headers)
+
+
+def test_refine_answers_201_with_the_new_version_and_where_to_follow_it(client, token, run):
+    response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, {**GENERAL, "seed": 42})
+    assert response.status_code == 201
+    body = response.json()
+    refinement = Refinement.objects.get(pk=body["job_id"])
+    assert body == {
+        "job_id": str(refinement.pk),
+        "version": 2,
+        "status": "queued",
+        "status_url": f"http://testserver/api/v1/refinements/{refinement.pk}",
+        "ws_url": f"ws://testserver/api/v1/ws/{refinement.pk}",
+    }
+    assert (refinement.creativity, refinement.strength, refinement.seed) == (2, 0.5, 42)  # creativity defaults to 2
+    assert refinement.sent_at is not None
+
+    detail = call(client, "get", body["status_url"], token).json()
+    assert detail == {
+        "job_id": str(refinement.pk),
+        "run_id": str(run.pk),
+        "type": "general",
+        "status": "queued",
+        "version": 2,
+        "parent_version": 1,
+        "parent_image_id": str(run.outputs.get().pk),
+        "step": 0,
+        "total_steps": 15,
+        "creativity": 2,
+        "strength": 0.5,
+        "seed": 42,
+        "payload": {"prompt": "warmer light"},
+        "error": "",
+        "result": None,
+    }
+
+
+def test_a_finished_refinement_shows_its_result_and_the_run_lists_its_versions(client, token, run):
+    first = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, GENERAL).json()
+    refinement = Refinement.objects.get(pk=first["job_id"])
+    result = ImageFactory(owner=run.owner, kind=Image.Kind.REFINEMENT, width=64, height=64)
+    Refinement.objects.filter(pk=refinement.pk).update(status=JobStatus.SUCCEEDED, step=15, result=result)
+    detail = call(client, "get", first["status_url"], token).json()
+    assert detail["result"] == {
+        "image_id": str(result.pk),
+        "url": f"http://testserver/images/{result.pk}",
+        "width": 64,
+        "height": 64,
+    }
+    second = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, GENERAL).json()  # still queued
+    assert second["version"] == 3
+    versions = call(client, "get", f"/api/v1/runs/{run.pk}", token).json()["versions"]
+    v1 = run.outputs.get()
+    assert versions == [  # succeeded versions only, v1 first
+        {
+            "version": 1,
+            "image_id": str(v1.pk),
+            "url": f"http://testserver/images/{v1.pk}",
+            "type": "text_to_image",
+            "parent_version": None,
+            "job_id": str(run.pk),
+        },
+        {
+            "version": 2,
+            "image_id": str(result.pk),
+            "url": f"http://testserver/images/{result.pk}",
+            "type": "general",
+            "parent_version": 1,
+            "job_id": str(refinement.pk),
+        },
+    ]
+    # A later refinement may start from any version: here v1, so it is a branch.
+    third = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, {**GENERAL, "parent_image_id": str(v1.pk)})
+    assert Refinement.objects.get(pk=third.json()["job_id"]).parent_version == 1
+
+
+def test_cancel_any_refinement_of_ones_own(client, token, run):
+    accepted = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, GENERAL).json()
+    response = call(client, "post", f"/api/v1/refinements/{accepted['job_id']}/cancel", token)
+    assert response.status_code == 200
+    assert response.json() == {"job_id": accepted["job_id"], "status": "cancelled"}
+    again = call(client, "post", f"/api/v1/refinements/{accepted['job_id']}/cancel", token)
+    assert again.status_code == 409 and "already ended (cancelled)" in again.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"type": "paint", "payload": {"prompt": "x"}}, "type", "Select a valid choice"),
+        ({"payload": {"prompt": "x"}}, "type", "This field is required."),
+        ({"type": "text", "payload": {"corrections": []}}, "type", "Text repair is not available yet."),
+        ({"type": "subject", "payload": {}}, "type", "Subject repair is not available yet."),
+        ({"type": "region", "payload": {}}, "type", "Regional is not available yet."),
+        ({"type": "general", "payload": {}}, "payload.prompt", "This field is required."),
+        ({"type": "general"}, "payload.prompt", "This field is required."),
+        ({"type": "general", "payload": {"prompt": "   "}}, "payload.prompt", "This field is required."),
+        ({"type": "general", "payload": {"prompt": "x" * 1001}}, "payload.prompt", "at most 1000 characters"),
+        ({"type": "general", "payload": {"prompt": ["a", "list"]}}, "payload.prompt", "Must be text."),
+        ({"type": "general", "payload": {"prompt": "x", "promt": "y"}}, "payload.promt", "Unknown field"),
+        ({"type": "general", "payload": "warmer"}, "payload", "Must be a JSON object."),
+        ({**GENERAL, "creativity": 0}, "creativity", "greater than or equal to 1"),
+        ({**GENERAL, "creativity": 4}, "creativity", "less than or equal to 3"),
+        ({**GENERAL, "creativity": "max"}, "creativity", "Enter a whole number."),
+        ({**GENERAL, "seed": -1}, "seed", "greater than or equal to 0"),
+        ({**GENERAL, "parent_image_id": "not-a-uuid"}, "parent_image_id", "Enter a valid UUID."),
+    ],
+)
+def test_bad_input_is_400_naming_the_field_and_stores_nothing(client, token, run, body, field, message):
+    response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, body)
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == field
+    assert response.json()["error"].startswith(f"{field}: ") and message in response.json()["error"]
+    assert not Refinement.objects.exists()
+
+
+def test_malformed_json_is_400(client, token, run):
+    for raw in ("{not json", "[1, 2]"):
+        response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, raw)
+        assert response.status_code == 400 and "JSON object" in response.json()["error"]
+    assert not Refinement.objects.exists()
+
+
+def test_a_parent_from_another_run_of_ones_own_is_400(client, token, run):
+    other_run = finished_run(owner=run.owner)
+    body = {**GENERAL, "parent_image_id": str(other_run.outputs.get().pk)}
+    response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, body)
+    assert response.status_code == 400
+    assert response.json()["error"] == "parent_image_id: This image is not a version of this run."
+    assert not Refinement.objects.exists()
+
+
+def test_other_users_runs_images_and_refinements_are_404(client, token, run):
+    stranger_run = finished_run(owner=UserFactory())
+    stranger_refinement = Refinement.objects.create(
+        owner=stranger_run.owner,
+        run=stranger_run,
+        parent_image=stranger_run.outputs.get(),
+        parent_version=1,
+        version=2,
+        type="general",
+        payload={"prompt": "theirs"},
+        creativity=2,
+        strength=0.5,
+        seed=1,
+        model="tiny",
+    )
+    assert call(client, "post", f"/api/v1/runs/{stranger_run.pk}/refine", token, GENERAL).status_code == 404
+    foreign_parent = {**GENERAL, "parent_image_id": str(stranger_run.outputs.get().pk)}
+    assert call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, foreign_parent).status_code == 404
+    unknown_parent = {**GENERAL, "parent_image_id": str(uuid.uuid4())}
+    assert call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, unknown_parent).status_code == 404
+    assert call(client, "get", f"/api/v1/refinements/{stranger_refinement.pk}", token).status_code == 404
+    assert call(client, "post", f"/api/v1/refinements/{stranger_refinement.pk}/cancel", token).status_code == 404
+    assert Refinement.objects.get(pk=stranger_refinement.pk).status == JobStatus.QUEUED
+    assert Refinement.objects.count() == 1
+
+
+def test_a_run_without_an_image_is_409(client, token):
+    run = RunFactory(owner=selectors.user_for_api_token(token=token), status=JobStatus.QUEUED)
+    response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, GENERAL)
+    assert response.status_code == 409
+    assert response.json()["error"] == "The run has no image to refine yet (it is queued)."
+    assert not Refinement.objects.exists()
+
+
+def test_over_the_daily_quota_is_429(client, token, run, settings):
+    settings.IMAGEGEN_DAILY_QUOTA = 1  # used by the run
+    response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, GENERAL)
+    assert response.status_code == 429 and "daily quota" in response.json()["error"]
+    assert not Refinement.objects.exists()
+
+
+def test_the_api_needs_authentication(client, run):
+    assert client.post(f"/api/v1/runs/{run.pk}/refine", GENERAL, content_type="application/json").status_code == 401
+    assert not Refinement.objects.exists()
