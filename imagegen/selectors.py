@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from refinement.models import Refinement
-from refinement.selectors import refinement_record, run_versions
+from refinement.selectors import Version, refinement_record, run_versions
 
 from .engine import format_parameters
 from .models import ApiToken, Image, Job, JobStatus, LoginFailure, Run, job_models
@@ -97,8 +97,8 @@ def run_parameters(*, run: Run) -> dict:
 
 
 def run_archive(*, run: Run) -> bytes:
-    """The run as a zip: original.png (image to image), generated-N.png (v1), v2.png, v3.png… (its
-    refinements), history.json (the chain: how each version was made) and parameters.txt/json."""
+    """The run as a zip: original.png (image to image), its versions (version_file_name), history.json
+    (the chain: how each version was made) and parameters.txt/json."""
     buffer = io.BytesIO()
     parameters = run_parameters(run=run)
     history = []
@@ -107,7 +107,7 @@ def run_archive(*, run: Run) -> bytes:
             with run.init_image.file.open("rb") as original:
                 archive.writestr("original.png", original.read())
         for version in run_versions(run=run):
-            name = f"v{version.number}.png" if version.refinement else f"generated-{version.image.index + 1}.png"
+            name = version_file_name(run, version)
             with version.image.file.open("rb") as image:
                 archive.writestr(name, image.read())
             record = refinement_record(refinement=version.refinement) if version.refinement else {"version": 1}
@@ -116,6 +116,13 @@ def run_archive(*, run: Run) -> bytes:
         archive.writestr("parameters.json", json.dumps(parameters, indent=2))
         archive.writestr("parameters.txt", run_parameters_text(run=run))
     return buffer.getvalue()
+
+
+def version_file_name(run: Run, version: Version) -> str:
+    """A version's name in the zip: generated-N.png (or imported.png) for v1, then v2.png, v3.png…"""
+    if version.refinement:
+        return f"v{version.number}.png"
+    return "imported.png" if run.is_imported else f"generated-{version.image.index + 1}.png"
 
 
 def run_parameters_text(*, run: Run) -> str:

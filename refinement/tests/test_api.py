@@ -4,7 +4,9 @@ import json
 import uuid
 
 import pytest
+from django.conf import settings as django_settings
 
+from conftest import point_celery_at
 from imagegen import selectors, services
 from imagegen.models import Image, JobStatus
 from imagegen.tests.factories import ImageFactory, RunFactory, UserFactory
@@ -209,3 +211,21 @@ def test_over_the_daily_quota_is_429(client, token, run, settings):
 def test_the_api_needs_authentication(client, run):
     assert client.post(f"/api/v1/runs/{run.pk}/refine", GENERAL, content_type="application/json").status_code == 401
     assert not Refinement.objects.exists()
+
+
+def test_submitted_while_the_queue_is_down_it_is_kept_and_sent_when_back(client, token, run):
+    reachable = django_settings.CELERY_BROKER_URL
+    point_celery_at("redis://127.0.0.1:9/0")  # nothing listens there
+    try:
+        response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, GENERAL)
+    finally:
+        point_celery_at(reachable)
+    assert response.status_code == 503
+    body = response.json()
+    assert "queue is unavailable" in body["error"] and body["version"] == 2 and body["status"] == "queued"
+    refinement = Refinement.objects.get(pk=body["job_id"])
+    assert refinement.sent_at is None
+    Refinement.objects.filter(pk=refinement.pk).update(queued_at=refinement.queued_at.replace(year=2000))
+    assert services.jobs_recover()["resent"] == 1  # housekeeping sends it once the broker answers
+    refinement.refresh_from_db()
+    assert refinement.sent_at is not None and refinement.status == JobStatus.QUEUED

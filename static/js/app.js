@@ -30,6 +30,7 @@ function applyMode(form) {
   showField(form.querySelector(".advanced"), !importMode);
   form.querySelectorAll(".size-field").forEach((field) => showField(field, !imageMode && !importMode));
   form.querySelector(".size-note").hidden = !imageMode;
+  form.querySelector("#image-label").textContent = importMode ? "Image to edit" : "Init image";
   form.querySelector("button[type=submit]").textContent = importMode ? "Import" : "Generate";
 }
 
