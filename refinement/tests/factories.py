@@ -16,25 +16,24 @@ def finished_run(**overrides) -> Run:
     return run
 
 
-def refinement_of(run, *, status=JobStatus.QUEUED, version=2, parent=None, result=None, **fields) -> Refinement:
-    parent = parent or run.outputs.get()
-    return Refinement.objects.create(
-        owner=run.owner,
-        run=run,
-        parent_image=parent,
-        parent_version=fields.pop("parent_version", 1),
-        version=version,
-        type="general",
-        payload=fields.pop("payload", {"prompt": f"edit number {version}"}),
-        creativity=2,
-        strength=0.5,
-        total_steps=15,
-        seed=7,
-        model="tiny",
-        status=status,
-        result=result,
-        **fields,
-    )
+def refinement_of(run, *, version: int = 2, parent=None, **fields) -> Refinement:
+    """A general refinement of the run (queued, of v1 unless told), as the drawer would have made it."""
+    values = {
+        "owner": run.owner,
+        "run": run,
+        "parent_image": parent or run.outputs.get(),
+        "parent_version": 1,
+        "version": version,
+        "type": Refinement.Type.GENERAL,
+        "payload": {"prompt": f"edit number {version}"},
+        "creativity": 2,
+        "strength": 0.5,
+        "total_steps": 15,
+        "seed": 7,
+        "model": "tiny",
+        "status": JobStatus.QUEUED,
+    }
+    return Refinement.objects.create(**{**values, **fields})
 
 
 def succeeded_refinement(run, **fields) -> Refinement:

@@ -12,7 +12,7 @@ from imagegen.models import Image, JobStatus
 from imagegen.tests.factories import ImageFactory, RunFactory, UserFactory
 from refinement.models import Refinement
 
-from .factories import finished_run
+from .factories import finished_run, refinement_of
 
 # Transactional: a refinement is sent to the queue only once committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -169,19 +169,7 @@ def test_a_parent_from_another_run_of_ones_own_is_400(client, token, run):
 
 def test_other_users_runs_images_and_refinements_are_404(client, token, run):
     stranger_run = finished_run(owner=UserFactory())
-    stranger_refinement = Refinement.objects.create(
-        owner=stranger_run.owner,
-        run=stranger_run,
-        parent_image=stranger_run.outputs.get(),
-        parent_version=1,
-        version=2,
-        type="general",
-        payload={"prompt": "theirs"},
-        creativity=2,
-        strength=0.5,
-        seed=1,
-        model="tiny",
-    )
+    stranger_refinement = refinement_of(stranger_run, payload={"prompt": "theirs"})
     assert call(client, "post", f"/api/v1/runs/{stranger_run.pk}/refine", token, GENERAL).status_code == 404
     foreign_parent = {**GENERAL, "parent_image_id": str(stranger_run.outputs.get().pk)}
     assert call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, foreign_parent).status_code == 404

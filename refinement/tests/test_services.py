@@ -18,7 +18,7 @@ from refinement.models import Refinement
 from refinement.selectors import run_versions
 from refinement.services import RECORD_CHUNK
 
-from .factories import finished_run
+from .factories import finished_run, refinement_of
 
 pytestmark = pytest.mark.django_db
 
@@ -120,20 +120,7 @@ def test_refinements_count_against_the_daily_quota(settings):
 
 def test_a_mode_not_built_yet_fails_readably_on_the_worker():
     run = finished_run()
-    refinement = Refinement.objects.create(
-        owner=run.owner,
-        run=run,
-        parent_image=run.outputs.get(),
-        parent_version=1,
-        version=2,
-        type=Refinement.Type.TEXT,
-        payload={"corrections": []},
-        creativity=2,
-        strength=0.5,
-        total_steps=1,
-        seed=1,
-        model="tiny",
-    )
+    refinement = refinement_of(run, type=Refinement.Type.TEXT, payload={"corrections": []}, total_steps=1)
     refinement = execute(refinement)
     assert (refinement.status, refinement.error) == (JobStatus.FAILED, "Text repair is not available yet.")
     assert refinement.result is None
