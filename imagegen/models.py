@@ -171,7 +171,7 @@ class Run(Job):
     objects = RunQuerySet.as_manager()
 
     def __str__(self) -> str:
-        return f"{self.prompt[:60]} ({self.get_status_display()})"
+        return f"{self.prompt[:60] or 'Imported image'} ({self.get_status_display()})"
 
     def get_absolute_url(self) -> str:
         return reverse("imagegen:run", args=[self.pk])

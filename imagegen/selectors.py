@@ -71,6 +71,14 @@ def image_for_user(*, user, image_id) -> Image:
     return image
 
 
+def image_download_name(*, image: Image) -> str:
+    """<run id>-<index>.png for a run's output, <run id>-v<N>.png for a refinement's, upload-0.png else."""
+    if image.run_id:
+        return f"{image.run_id}-{image.index}.png"
+    refinement = Refinement.objects.filter(result=image).only("run_id", "version").first()
+    return f"{refinement.run_id}-v{refinement.version}.png" if refinement else f"upload-{image.index}.png"
+
+
 def run_parameters(*, run: Run) -> dict:
     """Every setting that, with the seed, reproduces the run (shown on the run page and in the API).
 

@@ -143,7 +143,7 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
         image.file.open("rb"),
         content_type=content_type,
         as_attachment=download,
-        filename=f"{image.run_id or 'upload'}-{image.index}.png" if download else None,
+        filename=selectors.image_download_name(image=image) if download else None,
     )
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"

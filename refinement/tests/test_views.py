@@ -158,3 +158,10 @@ def test_the_gallery_card_shows_the_latest_version_and_how_many_there_are(user_c
     assert f'hx-get="/runs/{run.pk}/refine/?image={v2.result.pk}"' in after
     run_page = user_client.get(f"/runs/{run.pk}/").content.decode()
     assert f"/images/{v1.pk}" in run_page and ">v1</span>" in run_page  # the run page starts from v1
+
+
+def test_a_version_downloads_under_its_run_and_number(user_client):
+    run = finished_run(owner=user_client.user)
+    v2 = succeeded_refinement(run)
+    response = user_client.get(f"/images/{v2.result.pk}?download")
+    assert response["Content-Disposition"] == f'attachment; filename="{run.pk}-v2.png"'
