@@ -70,6 +70,16 @@ def media_root(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture
+def user_client(client):
+    """Django's test client, logged in as a new user (client.user)."""
+    from imagegen.tests.factories import UserFactory
+
+    client.user = UserFactory()
+    client.force_login(client.user)
+    return client
+
+
 @pytest.fixture(scope="session")
 def live_stack(django_db_setup, redis_server, tmp_path_factory):
     stack = start_stack(tmp_path_factory.mktemp("stack"), redis_server.url(0))

@@ -4,17 +4,9 @@ import pytest
 
 from imagegen.models import Run
 
-from .factories import ImageFactory, RunFactory, UserFactory
+from .factories import ImageFactory, RunFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def user_client(client):
-    user = UserFactory()
-    client.force_login(user)
-    client.user = user
-    return client
 
 
 def test_pages_need_a_login(client):

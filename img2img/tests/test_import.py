@@ -20,14 +20,6 @@ IMPORT_MODE = {"mode": "imported"}
 
 
 @pytest.fixture
-def user_client(client):
-    user = UserFactory()
-    client.force_login(user)
-    client.user = user
-    return client
-
-
-@pytest.fixture
 def token():
     return services.api_token_create(username="alice")
 

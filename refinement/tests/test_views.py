@@ -16,13 +16,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 HTMX = {"HX-Request": "true"}
 
 
-@pytest.fixture
-def user_client(client):
-    client.user = UserFactory()
-    client.force_login(client.user)
-    return client
-
-
 def test_every_output_and_version_has_refine_image(user_client):
     run = finished_run(owner=user_client.user)
     v2 = succeeded_refinement(run)
