@@ -70,6 +70,15 @@ def media_root(settings, tmp_path):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def heartbeats_only_between_processes(settings):
+    """A job executed in the test process runs inside the test's transaction, where the heartbeat
+    thread's own connection waits 30 s for SQLite's write lock whenever the job outlasts one beat
+    (the process's first job does: it pays torch's set-up). Heartbeats matter between processes:
+    the stack's workers keep theirs (every 0.5 s), and the crash tests rely on them."""
+    settings.IMAGEGEN_HEARTBEAT_INTERVAL = 3600
+
+
 @pytest.fixture
 def user_client(client):
     """Django's test client, logged in as a new user (client.user)."""

@@ -78,6 +78,19 @@ def test_executing_stores_the_new_version_with_its_recipe_in_the_png():
     }
 
 
+def test_a_refinement_delivered_twice_runs_once_and_a_cancelled_one_never_starts():
+    run = finished_run()
+    refinement = execute(refine(run))
+    first_result = refinement.result
+    refinement = execute(refinement)  # the same message again
+    assert (refinement.status, refinement.attempts, refinement.result) == (JobStatus.SUCCEEDED, 1, first_result)
+    assert Image.objects.filter(kind=Image.Kind.REFINEMENT).count() == 1
+    cancelled = refine(run)
+    services.job_cancel(job=cancelled)
+    cancelled = execute(cancelled)
+    assert (cancelled.status, cancelled.attempts, cancelled.result) == (JobStatus.CANCELLED, 0, None)
+
+
 def test_chain_v1_v2_v3_and_a_branch_from_v2():
     run = finished_run()
     v2 = execute(refine(run))
