@@ -18,6 +18,7 @@ class Image(models.Model):
         UPLOAD = "upload", "Upload"
         OUTPUT = "output", "Output"
         REFINEMENT = "refinement", "Refinement result"
+        REFERENCE = "reference", "Reference"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")

@@ -224,6 +224,9 @@ IMAGEGEN_MODEL = os.environ.get("IMAGEGEN_MODEL", "tiny")
 IMAGEGEN_DEVICE = os.environ.get("IMAGEGEN_DEVICE", "auto")
 IMAGEGEN_DTYPE = os.environ.get("IMAGEGEN_DTYPE", "auto")
 IMAGEGEN_MODEL_CACHE = Path(os.environ.get("IMAGEGEN_MODEL_CACHE", VAR_DIR / "models"))
+# An inpainting checkpoint (a folder or a repo id, e.g. stable-diffusion-v1-5/stable-diffusion-inpainting)
+# for regional refinement; empty: the model's own UNet inpaints, through a pipeline sharing its weights.
+IMAGEGEN_INPAINT_MODEL = os.environ.get("IMAGEGEN_INPAINT_MODEL", "")
 # Workers lower their CPU priority by this much (0: not at all), so pages stay quick on a
 # machine where a worker computes on the CPU beside the web server.
 IMAGEGEN_WORKER_NICE = int(os.environ.get("IMAGEGEN_WORKER_NICE", "10"))

@@ -7,7 +7,7 @@ from imagegen import services
 from imagegen.api import api_view, bind_with_defaults, create_run_response, form_error_response
 from imagegen.progress import output_json
 
-from .forms import ApiImageToImageForm, ImportForm
+from .forms import ApiImageToImageForm, ImageUploadForm
 
 
 @api_view("POST")
@@ -21,7 +21,7 @@ def generate_img2img(request: HttpRequest) -> JsonResponse:
 @api_view("POST")
 def import_image(request: HttpRequest) -> JsonResponse:
     """Multipart `image` → 201 with the imported run, its image (v1) and the image's URL."""
-    form = ImportForm(request.POST, request.FILES)
+    form = ImageUploadForm(request.POST, request.FILES)
     if not form.is_valid():
         return form_error_response(form)
     run = services.run_import(owner=request.user, upload=form.cleaned_data["image"])

@@ -106,7 +106,7 @@ class StudioForm(ImageToImageFields, GenerateForm):
         return arguments
 
 
-class ImportForm(forms.Form):
-    """An image the user brings to edit, checked by the same rules as an init image."""
+class ImageUploadForm(forms.Form):
+    """An image the user brings (one to edit, or a reference), checked by the same rules as an init image."""
 
     image = InitImageField(label="Image", help_text=UPLOAD_HELP)

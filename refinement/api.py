@@ -7,6 +7,7 @@ from imagegen import selectors as imagegen_selectors
 from imagegen.api import api_view, bind_with_defaults, error_response, form_error_response, job_accepted, json_body
 from imagegen.progress import output_json
 from imagegen.services import QuotaExceededError
+from img2img.forms import ImageUploadForm
 
 from . import selectors, services
 from .forms import RefineForm
@@ -49,6 +50,17 @@ def refine(request: HttpRequest, run_id) -> JsonResponse:
         status_url=reverse("refinement:api_refinement", args=[refinement.pk]),
         status=201,
     )
+
+
+@api_view("POST")
+def upload_reference(request: HttpRequest) -> JsonResponse:
+    """Multipart `image` → 201 `{"file_id", "url"}`: a reference image for subject repair."""
+    form = ImageUploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return form_error_response(form)
+    image = services.reference_upload_create(owner=request.user, upload=form.cleaned_data["image"])
+    url = request.build_absolute_uri(output_json(image)["url"])
+    return JsonResponse({"file_id": str(image.pk), "url": url}, status=201)
 
 
 @api_view("GET")

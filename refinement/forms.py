@@ -5,17 +5,21 @@ API the payload is a JSON object; on the page each tab posts its payload fields 
 name as prefix ("general-prompt").
 """
 
+import json
+
 from django import forms
 from django.core.exceptions import ValidationError
 
 from imagegen import limits
 from imagegen.models import Image, Run
 
+from .editing import Rect
 from .models import DEFAULT_CREATIVITY, MAX_CREATIVITY, MIN_CREATIVITY, Refinement
-from .selectors import version_of_image
+from .selectors import latest_version, version_of_image
 from .stages import STAGES
 
 CREATIVITY_LABELS = {1: "Subtle", 2: "Balanced", 3: "Strong"}
+MAX_RECTANGLES = 8
 
 
 class TextField(forms.CharField):
@@ -27,12 +31,98 @@ class TextField(forms.CharField):
         return super().to_python(value)
 
 
+def json_value(value):
+    """A value the page posts as JSON text (a hidden input kept by the canvas), or the API's own."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise ValidationError("Must be JSON.", code="invalid") from None
+
+
+def bbox_value(value, *, what: str) -> list[int]:
+    """[x, y, width, height] in whole pixels, or ValidationError naming `what`."""
+    whole = isinstance(value, list | tuple) and all(type(number) is int for number in value)
+    if not whole or len(value) != 4:
+        raise ValidationError(f"{what} must be [x, y, width, height] in whole pixels.", code="bbox")
+    return list(value)
+
+
+def rectangle_errors(bbox: list[int], image_size: tuple[int, int], *, what: str) -> list[str]:
+    width, height = image_size
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        return [f"{what} is empty: its width and height must be at least 1 pixel."]
+    if not Rect.from_bbox(bbox).fits(image_size):
+        return [f"{what} {bbox} reaches outside the image ({width}×{height})."]
+    return []
+
+
+class BoxField(forms.Field):
+    """An optional rectangle, [x, y, width, height]."""
+
+    widget = forms.HiddenInput
+
+    def to_python(self, value):
+        value = json_value(value)
+        return None if value in self.empty_values else bbox_value(value, what="The box")
+
+
+class RectanglesField(forms.Field):
+    """1 to MAX_RECTANGLES rectangles, each {"bbox": [x, y, w, h], "prompt": text}."""
+
+    widget = forms.HiddenInput
+
+    def to_python(self, value):
+        value = json_value(value)
+        if value in self.empty_values:
+            return []
+        if not isinstance(value, list):
+            raise ValidationError('Must be a list of {"bbox": [x, y, w, h], "prompt": …}.', code="invalid")
+        return [self.rectangle(number, item) for number, item in enumerate(value, start=1)]
+
+    def rectangle(self, number: int, item) -> dict:
+        what = f"Rectangle {number}"
+        if not isinstance(item, dict):
+            raise ValidationError(f'{what} must be {{"bbox": [x, y, w, h], "prompt": …}}.', code="invalid")
+        unknown = sorted(set(item) - {"bbox", "prompt"})
+        if unknown:
+            raise ValidationError(f"{what} has an unknown field: {unknown[0]}.", code="invalid")
+        bbox = bbox_value(item.get("bbox"), what=f"{what}'s bbox")
+        prompt = item.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValidationError(f"{what} needs a prompt: what should it become?", code="prompt")
+        if len(prompt) > limits.MAX_PROMPT_LENGTH:
+            raise ValidationError(f"{what}'s prompt is longer than {limits.MAX_PROMPT_LENGTH} characters.")
+        return {"bbox": bbox, "prompt": prompt.strip()}
+
+    def validate(self, value) -> None:
+        if not value:
+            raise ValidationError("Draw at least one rectangle.", code="required")
+        if len(value) > MAX_RECTANGLES:
+            raise ValidationError(f"At most {MAX_RECTANGLES} rectangles (got {len(value)}).", code="too_many")
+
+
 class PayloadForm(forms.Form):
-    """A mode's payload; `payload()` is what the Refinement stores and the stage reads."""
+    """A mode's payload; `payload()` is what the Refinement stores and the stage reads.
+
+    It knows the size of the image it will edit (rectangles must lie inside it) and whose the
+    refinement is (a reference image must be theirs).
+    """
+
+    def __init__(self, *args, image_size: tuple[int, int] | None = None, owner=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.image_size = image_size
+        self.owner = owner
 
     def payload(self) -> dict:
         # Optional fields left empty are left out, as the seed's payload shapes have them.
         return {name: value for name, value in self.cleaned_data.items() if value not in ("", None, [])}
+
+    def check_inside(self, bbox: list[int], *, what: str) -> None:
+        # Without an image (the run has none yet) the submission is refused later, with a reason.
+        if self.image_size is not None and (errors := rectangle_errors(bbox, self.image_size, what=what)):
+            raise ValidationError(errors[0], code="outside")
 
 
 class GeneralPayloadForm(PayloadForm):
@@ -46,8 +136,56 @@ class GeneralPayloadForm(PayloadForm):
     )
 
 
+class RegionPayloadForm(PayloadForm):
+    masks = RectanglesField(label="Rectangles", help_text="Drag on the image to draw; each has its own prompt.")
+    negative_prompt = TextField(
+        max_length=limits.MAX_PROMPT_LENGTH,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="What none of the rectangles should show.",
+    )
+
+    def clean_masks(self) -> list[dict]:
+        masks = self.cleaned_data["masks"]
+        for number, mask in enumerate(masks, start=1):
+            self.check_inside(mask["bbox"], what=f"Rectangle {number}")
+        return masks
+
+
+class SubjectPayloadForm(PayloadForm):
+    # The seed's payload names the reference "referenceFileId"; the API keeps its name.
+    referenceFileId = forms.UUIDField(  # noqa: N815
+        label="Reference image", required=False, widget=forms.HiddenInput, help_text="From POST /api/v1/uploads."
+    )
+    instructions = TextField(
+        max_length=limits.MAX_PROMPT_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "Make the dog look like the one in the reference"}),
+        help_text="What to repair, in words: they are the prompt.",
+    )
+    bbox = BoxField(required=False, label="Box", help_text="Optional: only this part of the image changes.")
+
+    def clean_referenceFileId(self) -> str | None:  # noqa: N802 - Django names it after the field
+        file_id = self.cleaned_data["referenceFileId"]
+        if file_id is None:
+            return None
+        if not Image.objects.filter(pk=file_id, owner=self.owner).exists():
+            # Another user's image is reported as missing, so its existence does not leak.
+            raise ValidationError("No such image: upload the reference with POST /api/v1/uploads.", code="not_found")
+        return str(file_id)
+
+    def clean_bbox(self) -> list[int] | None:
+        bbox = self.cleaned_data["bbox"]
+        if bbox is not None:
+            self.check_inside(bbox, what="The box")
+        return bbox
+
+
 # Each mode's payload form; a mode is offered once it has a stage (refinement.stages) and a form here.
-PAYLOAD_FORMS: dict[str, type[PayloadForm]] = {"general": GeneralPayloadForm}
+PAYLOAD_FORMS: dict[str, type[PayloadForm]] = {
+    "general": GeneralPayloadForm,
+    "region": RegionPayloadForm,
+    "subject": SubjectPayloadForm,
+}
 
 
 def mode_available(refinement_type: str) -> bool:
@@ -96,7 +234,10 @@ class RefineForm(forms.Form):
         refinement_type = self.cleaned_data.get("type") if hasattr(self, "cleaned_data") else None
         if refinement_type is None:
             return None
-        return PAYLOAD_FORMS[refinement_type](data, prefix=prefix)
+        # Every version of a chain has the run's size; the parent's is what rectangles must fit.
+        parent = self.cleaned_data.get("parent_image_id") or getattr(latest_version(run=self.run), "image", None)
+        image_size = (parent.width, parent.height) if parent else None
+        return PAYLOAD_FORMS[refinement_type](data, prefix=prefix, image_size=image_size, owner=self.run.owner)
 
     def refinement_arguments(self, payload_form: PayloadForm) -> dict:
         """Keyword arguments of services.refinement_create (with owner and run)."""

@@ -6,7 +6,8 @@ save_outputs.
 """
 
 import json
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import transaction
@@ -30,6 +31,9 @@ from .models import DEFAULT_CREATIVITY, Refinement
 from .selectors import latest_version, refinement_record, version_of_image
 from .stages import STAGES, StageInput, StageOutput
 
+if TYPE_CHECKING:
+    from img2img.uploads import NormalisedImage
+
 # The PNG text chunk holding a result's record (version, parent, mode, payload, seed…) as JSON.
 RECORD_CHUNK = "imagegen-refinement"
 
@@ -38,8 +42,9 @@ class NothingToRefineError(Exception):
     """The run has no image yet (it is still running, or failed); str() says so."""
 
 
-class ModeNotAvailableError(EngineError):
-    """A refinement of a mode that is not built yet reached a worker."""
+class CannotRefineError(EngineError):
+    """What a refinement needs is not there on the worker (a mode not built yet, a reference image
+    deleted meanwhile); str() says which, in words a user reads."""
 
 
 def refinement_create(
@@ -111,7 +116,7 @@ def refinement_execute(*, refinement_id, worker: str = "") -> None:
 def refinement_perform(refinement: Refinement, on_step: ProgressReporter) -> JobOutcome:
     stage = STAGES.get(refinement.type)
     if stage is None:
-        raise ModeNotAvailableError(f"{refinement.get_type_display()} is not available yet.")
+        raise CannotRefineError(f"{refinement.get_type_display()} is not available yet.")
     engine = current_engine()
     given = StageInput(
         parent=load_base_image(refinement),
@@ -120,6 +125,7 @@ def refinement_perform(refinement: Refinement, on_step: ProgressReporter) -> Job
         seed=refinement.seed,
         on_step=on_step,
         preview_every=settings.IMAGEGEN_PREVIEW_EVERY,
+        reference=load_reference_image(refinement),
     )
     return save_outputs(refinement, stage.run(engine, given), model=engine.model_name)
 
@@ -127,6 +133,28 @@ def refinement_perform(refinement: Refinement, on_step: ProgressReporter) -> Job
 def load_base_image(refinement: Refinement) -> PILImage.Image:
     """The parent version's pixels, the image the mode works on."""
     return image_open_rgb(refinement.parent_image)
+
+
+def load_reference_image(refinement: Refinement) -> PILImage.Image | None:
+    """The reference image the payload names (subject repair), if any."""
+    reference_id = refinement.payload.get("referenceFileId")
+    if not reference_id:
+        return None
+    reference = Image.objects.filter(pk=reference_id, owner=refinement.owner).first()
+    if reference is None:
+        raise CannotRefineError("The reference image was deleted; upload it again and retry.")
+    return image_open_rgb(reference)
+
+
+def reference_upload_create(*, owner, upload: "NormalisedImage") -> Image:
+    """Store an image the user uploads as a reference (for subject repair)."""
+    return image_store(
+        owner=owner,
+        data=upload.data,
+        kind=Image.Kind.REFERENCE,
+        name=f"references/{uuid.uuid4()}.png",
+        size=(upload.width, upload.height),
+    )
 
 
 def save_outputs(refinement: Refinement, output: StageOutput, *, model: str) -> JobOutcome:

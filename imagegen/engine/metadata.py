@@ -23,8 +23,10 @@ def format_parameters(
     height: int,
     model: str,
     strength: float | None = None,
+    extra: Mapping[str, object] | None = None,
 ) -> str:
-    """Return the settings as AUTOMATIC1111 "parameters" text."""
+    """Return the settings as AUTOMATIC1111 "parameters" text; `extra` adds settings of its own
+    (a masked edit's "Mask blur", "Inpaint area", "Masked area padding")."""
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
@@ -34,6 +36,8 @@ def format_parameters(
     )
     if strength is not None:
         settings += f", Denoising strength: {strength:g}"
+    for name, value in (extra or {}).items():
+        settings += f", {name}: {value}"
     lines.append(settings)
     return "\n".join(lines)
 

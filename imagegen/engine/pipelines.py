@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from PIL import Image
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .metadata import format_parameters
 from .previews import latents_to_preview
+from .reference import reference_attention
 from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
 from .tiny import ensure_tiny_model
 
@@ -76,7 +78,7 @@ def on_torch_thread(function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
     return _torch_thread.submit(function, *args).result()
 
-_engines: dict[tuple[str, str, str, str], "Engine"] = {}
+_engines: dict[tuple[str, str, str, str, str], "Engine"] = {}
 _engines_lock = threading.Lock()
 
 
@@ -89,6 +91,8 @@ class GenerationResult:
     total_steps: int
     parameters: str
     seconds: float
+    model: str  # the name of the model that made them (an inpainting checkpoint's, for a masked job)
+    sampler: str  # its label, as parameters print it
 
 
 def model_load_count() -> int:
@@ -123,14 +127,24 @@ class Engine:
     """A Stable Diffusion model loaded lazily once, with the pipelines that share its weights."""
 
     def __init__(
-        self, model: str = "tiny", *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path
+        self,
+        model: str = "tiny",
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        cache_dir: str | Path,
+        inpaint_model: str | None = None,
     ) -> None:
         self.model = model
         self.cache_dir = Path(cache_dir)
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.is_tiny = model == "tiny"
-        self.model_name = Path(model).name if Path(model).is_dir() else model
+        self.model_name = _model_name(model)
+        # An inpainting checkpoint (a UNet that also takes the mask) for masked edits; without one,
+        # the model's own UNet inpaints through a derived pipeline.
+        self.inpaint_model = inpaint_model or None
+        self._inpaint_checkpoint: StableDiffusionInpaintPipeline | None = None
         self._pipeline: StableDiffusionPipeline | None = None
         self._derived: dict[type, DiffusionPipeline] = {}
         self._scheduler_config: Any = None
@@ -152,18 +166,22 @@ class Engine:
             logger.info("Loading model %s on %s (%s)", self.model_name, self.device, dtype_name)
             with _engines_lock:
                 _load_count += 1
-            try:
-                source = ensure_tiny_model(self.cache_dir) if self.is_tiny else self.model
-                pipe = StableDiffusionPipeline.from_pretrained(
-                    source, dtype=self.dtype, safety_checker=None, requires_safety_checker=False
-                )
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"Could not load model {self.model!r}: {exc}. Check IMAGEGEN_MODEL.") from exc
-            pipe.to(self.device)
-            pipe.set_progress_bar_config(disable=True)
+            source = ensure_tiny_model(self.cache_dir) if self.is_tiny else self.model
+            pipe = self._from_pretrained(StableDiffusionPipeline, source, setting="IMAGEGEN_MODEL")
             # Jobs build their schedulers from the model's own config, never from a previous job's.
             self._scheduler_config = pipe.scheduler.config
             self._pipeline = pipe
+
+    def _from_pretrained(self, cls: type[DiffusionPipeline], source, *, setting: str) -> DiffusionPipeline:
+        """A pipeline loaded from a folder or the hub onto this engine's device; `setting` names the
+        setting to check when it cannot be loaded."""
+        try:
+            pipe = cls.from_pretrained(source, dtype=self.dtype, safety_checker=None, requires_safety_checker=False)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Could not load model {str(source)!r}: {exc}. Check {setting}.") from exc
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     @property
     def pipeline(self) -> StableDiffusionPipeline:
@@ -178,8 +196,17 @@ class Engine:
 
     @property
     def inpaint_pipeline(self) -> StableDiffusionInpaintPipeline:
-        """The inpainting pipeline, sharing the text-to-image pipeline's weights."""
-        return self._derive(StableDiffusionInpaintPipeline)
+        """The inpainting pipeline: the inpainting checkpoint's when one is set, else one sharing
+        the text-to-image pipeline's weights."""
+        if self.inpaint_model is None:
+            return self._derive(StableDiffusionInpaintPipeline)
+        with self._lock:
+            if self._inpaint_checkpoint is None:
+                logger.info("Loading inpainting model %s on %s", _model_name(self.inpaint_model), self.device)
+                self._inpaint_checkpoint = self._from_pretrained(
+                    StableDiffusionInpaintPipeline, self.inpaint_model, setting="IMAGEGEN_INPAINT_MODEL"
+                )
+            return self._inpaint_checkpoint
 
     def _derive(self, cls: type[DiffusionPipeline]) -> DiffusionPipeline:
         with self._lock:
@@ -226,6 +253,7 @@ class Engine:
         self, request: GenerationRequest, on_step: StepCallback | None, preview_every: int
     ) -> GenerationResult:
         img2img = request.init_image is not None
+        inpaint = request.mask_image is not None
         total = effective_steps(request.steps, request.strength if img2img else None)
         width, height = request.init_image.size if img2img else (request.width, request.height)
         sampler, scheduler_cls = SCHEDULERS[request.scheduler]
@@ -249,12 +277,14 @@ class Engine:
             return tensors
 
         if img2img:
-            pipe = self.img2img_pipeline
+            pipe = self.inpaint_pipeline if inpaint else self.img2img_pipeline
             # diffusers runs int(steps * strength) steps and fails on 0; any strength in
             # [1/steps, 2/steps) gives exactly one step at the lowest noise level, and the
             # midpoint is safe from float rounding.
             strength = request.strength if int(request.steps * request.strength) else min(1.0, 1.5 / request.steps)
             inputs = {"image": request.init_image.convert("RGB"), "strength": strength}
+            if inpaint:
+                inputs |= {"mask_image": request.mask_image.convert("L"), "width": width, "height": height}
         else:
             pipe = self.pipeline
             inputs = {"width": width, "height": height}
@@ -267,8 +297,13 @@ class Engine:
             # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
             generator_device = self.device if self.device.startswith("cuda") else "cpu"
             generator = torch.Generator(device=generator_device).manual_seed(request.seed)
+            conditioning = (
+                reference_attention(pipe, request.reference_image, weight=request.reference_weight, seed=request.seed)
+                if request.reference_image is not None
+                else nullcontext()
+            )
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), conditioning:
                     output = pipe(
                         prompt=request.prompt,
                         negative_prompt=request.negative_prompt,
@@ -295,6 +330,7 @@ class Engine:
 
         # The size actually produced: the pipelines round sides down to a multiple of 8.
         width, height = output.images[0].size
+        model = _model_name(self.inpaint_model) if inpaint and self.inpaint_model else self.model_name
         parameters = format_parameters(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
@@ -304,20 +340,33 @@ class Engine:
             seed=request.seed,
             width=width,
             height=height,
-            model=self.model_name,
+            model=model,
             strength=request.strength if img2img else None,
         )
         return GenerationResult(
-            images=output.images, seed=request.seed, total_steps=total, parameters=parameters, seconds=seconds
+            images=output.images,
+            seed=request.seed,
+            total_steps=total,
+            parameters=parameters,
+            seconds=seconds,
+            model=model,
+            sampler=sampler,
         )
 
 
-def get_engine(model: str, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path) -> Engine:
+def _model_name(model: str) -> str:
+    """How parameters name a model: a local folder by its name, anything else as given."""
+    return Path(model).name if Path(model).is_dir() else model
+
+
+def get_engine(
+    model: str, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path, inpaint_model: str | None = None
+) -> Engine:
     """Return this process's loaded Engine for these settings, creating and loading it on first use."""
-    key = (model, device, dtype, str(cache_dir))
+    key = (model, device, dtype, str(cache_dir), inpaint_model or "")
     with _engines_lock:
         if key not in _engines:
-            _engines[key] = Engine(model, device=device, dtype=dtype, cache_dir=cache_dir)
+            _engines[key] = Engine(model, device=device, dtype=dtype, cache_dir=cache_dir, inpaint_model=inpaint_model)
         engine = _engines[key]
     engine.load()
     return engine

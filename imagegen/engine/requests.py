@@ -38,12 +38,22 @@ class GenerationRequest:
     batch_size: int = 1
     init_image: Image.Image | None = None
     strength: float | None = None
+    # With an init image: repaint only where the mask is white (inpainting), at the init image's size.
+    mask_image: Image.Image | None = None
+    # Conditions the result on this image (reference-only attention, or an IP-Adapter when configured).
+    reference_image: Image.Image | None = None
+    # How strongly: 0 ignores the reference, 1 follows it as far as the method goes.
+    reference_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.scheduler not in SAMPLER_LABELS:
             raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SAMPLER_LABELS)}.")
         if self.init_image is not None and (self.strength is None or not 0.0 <= self.strength <= 1.0):
             raise ValueError("Image-to-image needs a strength between 0.0 and 1.0.")
+        if self.mask_image is not None and (self.init_image is None or self.mask_image.size != self.init_image.size):
+            raise ValueError("Inpainting needs an init image and a mask of the same size.")
+        if not 0.0 <= self.reference_weight <= 1.0:
+            raise ValueError("The reference weight must be between 0.0 and 1.0.")
 
 
 def effective_steps(steps: int, strength: float | None) -> int:

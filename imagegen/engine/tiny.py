@@ -6,13 +6,22 @@ import uuid
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.models.resnet import ResnetBlock2D
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 # Bump the suffix whenever the architecture changes so stale caches are not reused.
 TINY_DIRNAME = "tiny-v1"
+# The same model as an inpainting checkpoint: its UNet also takes the mask and the masked image
+# (9 input channels), as SD's inpainting models do. For tests of IMAGEGEN_INPAINT_MODEL.
+TINY_INPAINTING_DIRNAME = "tiny-inpainting-v1"
 
 
 def byte_level_tokenizer() -> CLIPTokenizer:
@@ -40,13 +49,13 @@ def _make_vae_faithful(vae: AutoencoderKL) -> None:
         vae.quant_conv.bias[vae.config.latent_channels :].fill_(-30.0)
 
 
-def _build(folder: Path) -> None:
+def _build(folder: Path, *, inpainting: bool = False) -> None:
     tokenizer = byte_level_tokenizer()
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=64,
-        in_channels=4,
+        in_channels=9 if inpainting else 4,
         out_channels=4,
         block_out_channels=(32, 64),
         layers_per_block=1,
@@ -98,7 +107,8 @@ def _build(folder: Path) -> None:
         set_alpha_to_one=False,
         steps_offset=1,
     )
-    pipe = StableDiffusionPipeline(
+    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+    pipe = pipeline_class(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -111,19 +121,20 @@ def _build(folder: Path) -> None:
     pipe.save_pretrained(folder)
 
 
-def ensure_tiny_model(cache_dir: Path) -> Path:
-    """Return the folder of the saved tiny pipeline, building it once if needed."""
+def ensure_tiny_model(cache_dir: Path, *, inpainting: bool = False) -> Path:
+    """Return the folder of the saved tiny pipeline (or its inpainting twin), building it once if needed."""
     cache_dir = Path(cache_dir)
-    target = cache_dir / TINY_DIRNAME
+    dirname = TINY_INPAINTING_DIRNAME if inpainting else TINY_DIRNAME
+    target = cache_dir / dirname
     if target.is_dir():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename into place, so a concurrent reader never sees a
     # half-written model; rename is atomic on the same filesystem.
-    staging = cache_dir / f".{TINY_DIRNAME}-{uuid.uuid4().hex}"
+    staging = cache_dir / f".{dirname}-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        _build(staging)
+        _build(staging, inpainting=inpainting)
         os.replace(staging, target)
     except OSError:
         # Another process renamed its copy first (the target is now a non-empty folder): use theirs.

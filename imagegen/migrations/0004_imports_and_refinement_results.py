@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='image',
             name='kind',
-            field=models.CharField(choices=[('upload', 'Upload'), ('output', 'Output'), ('refinement', 'Refinement result')], db_index=True, max_length=10),
+            field=models.CharField(choices=[('upload', 'Upload'), ('output', 'Output'), ('refinement', 'Refinement result'), ('reference', 'Reference')], db_index=True, max_length=10),
         ),
         migrations.AlterField(
             model_name='run',

@@ -14,6 +14,7 @@ def current_engine():
         device=settings.IMAGEGEN_DEVICE,
         dtype=settings.IMAGEGEN_DTYPE,
         cache_dir=settings.IMAGEGEN_MODEL_CACHE,
+        inpaint_model=settings.IMAGEGEN_INPAINT_MODEL or None,
     )
 
 

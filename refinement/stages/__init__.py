@@ -8,8 +8,12 @@ can be tested and benchmarked on the engine alone. A mode is available once its 
 
 from .base import Plan, Stage, StageInput, StageOutput, StepCallback
 from .general import GeneralRefinement
+from .region import RegionalRefinement
+from .subject import SubjectRepair
 
 # The modes built so far, by type.
-STAGES: dict[str, Stage] = {stage.type: stage for stage in (GeneralRefinement(),)}
+STAGES: dict[str, Stage] = {
+    stage.type: stage for stage in (GeneralRefinement(), RegionalRefinement(), SubjectRepair())
+}
 
 __all__ = ["STAGES", "Plan", "Stage", "StageInput", "StageOutput", "StepCallback"]

@@ -26,6 +26,7 @@ class StageInput:
     seed: int
     on_step: StepCallback | None = None
     preview_every: int = 0
+    reference: Image.Image | None = None  # RGB, the reference image a mode may take (subject repair)
 
 
 @dataclass
