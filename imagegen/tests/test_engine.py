@@ -1,5 +1,6 @@
 """Tests of the Django-free diffusion engine, run on the tiny CPU model."""
 
+import dataclasses
 import logging
 import threading
 from io import BytesIO
@@ -229,3 +230,66 @@ def test_missing_model_folder_raises_model_load_error(tmp_path: Path) -> None:
 def test_random_seed_is_a_32_bit_integer() -> None:
     seeds = {random_seed() for _ in range(20)}
     assert len(seeds) > 1 and all(0 <= seed < 2**32 for seed in seeds)
+
+
+def square_mask(size: int, inner: tuple[int, int, int, int]) -> Image.Image:
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(255, inner)
+    return mask
+
+
+def test_inpainting_runs_effective_steps_and_keeps_the_size(engine: Engine, init_image: Image.Image) -> None:
+    request = small(steps=10, init_image=init_image, strength=0.5, mask_image=square_mask(64, (16, 16, 48, 48)))
+    assert count_steps(engine, request) == [(step, 5) for step in range(1, 6)]
+    assert engine.generate(request).images[0].size == (64, 64)
+    with pytest.raises(ValueError, match="mask of the same size"):
+        small(init_image=init_image, strength=0.5, mask_image=square_mask(32, (0, 0, 8, 8)))
+
+
+def test_an_inpainting_checkpoint_is_used_when_one_is_set(cache_dir: Path, init_image: Image.Image) -> None:
+    checkpoint = ensure_tiny_model(cache_dir, inpainting=True)
+    engine = Engine("tiny", cache_dir=cache_dir, inpaint_model=str(checkpoint))
+    assert engine.inpaint_pipeline.unet.config.in_channels == 9  # the mask and masked image go in too
+    assert engine.inpaint_pipeline.unet is not engine.pipeline.unet
+    request = small(steps=4, init_image=init_image, strength=1.0, mask_image=square_mask(64, (8, 8, 40, 40)))
+    result = engine.generate(request)
+    assert result.model == "tiny-inpainting-v1" and "Model: tiny-inpainting-v1" in result.parameters
+    assert engine.generate(small(steps=2)).model == "tiny"  # the other jobs keep the model's own pipeline
+
+
+def reference_image() -> Image.Image:
+    ramp = np.linspace(0, 255, 96, dtype=np.uint8)
+    return Image.fromarray(np.stack([np.tile(ramp, (80, 1))] * 3, -1))
+
+
+@pytest.mark.parametrize("inpaint", [False, True])
+def test_reference_attention_weight_zero_changes_nothing_and_more_changes_the_result(
+    engine: Engine, init_image: Image.Image, inpaint: bool
+) -> None:
+    mask = {"mask_image": square_mask(64, (8, 8, 56, 56))} if inpaint else {}
+    request = small(steps=8, init_image=init_image, strength=0.7, **mask)
+    plain = pixels(engine, request)
+    with_reference = dataclasses.replace(request, reference_image=reference_image())
+    assert np.array_equal(pixels(engine, dataclasses.replace(with_reference, reference_weight=0.0)), plain)
+    assert not np.array_equal(pixels(engine, dataclasses.replace(with_reference, reference_weight=0.8)), plain)
+
+
+def test_a_reference_leaves_nothing_behind_for_the_next_job(engine: Engine, init_image: Image.Image) -> None:
+    unet = engine.pipeline.unet
+    processors_before = {name: type(processor) for name, processor in unet.attn_processors.items()}
+    before = pixels(engine, small(steps=4, seed=9))
+    pixels(engine, small(steps=4, init_image=init_image, strength=0.6, reference_image=reference_image()))
+    assert pixels(engine, small(steps=4, seed=9)).tolist() == before.tolist()
+    assert {name: type(processor) for name, processor in unet.attn_processors.items()} == processors_before
+    assert "forward" not in unet.__dict__  # the class's own forward, no wrapper left
+
+
+def test_a_reference_run_that_fails_still_takes_its_hooks_away(engine: Engine, init_image: Image.Image) -> None:
+    def stop(step: int, total: int, preview) -> None:
+        raise GenerationCancelled()
+
+    request = small(steps=4, init_image=init_image, strength=0.6, reference_image=reference_image())
+    with pytest.raises(GenerationCancelled):
+        engine.generate(request, on_step=stop)
+    assert "forward" not in engine.pipeline.unet.__dict__
+    assert not any("Reference" in type(p).__name__ for p in engine.pipeline.unet.attn_processors.values())
