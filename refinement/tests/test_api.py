@@ -287,3 +287,56 @@ def test_submitted_while_the_queue_is_down_it_is_kept_and_sent_when_back(client,
     assert services.jobs_recover()["resent"] == 1  # housekeeping sends it once the broker answers
     refinement.refresh_from_db()
     assert refinement.sent_at is not None and refinement.status == JobStatus.QUEUED
+
+
+def png_bytes(size=(96, 80), colour=(200, 90, 30)) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    buffer = io.BytesIO()
+    PILImage.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(client, token, content: bytes, name="reference.png"):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    files = {"image": SimpleUploadedFile(name, content, content_type="image/png")} if content is not None else {}
+    return client.post("/api/v1/uploads", files, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_a_reference_upload_answers_201_and_is_the_users_own(client, token, media_root):
+    response = upload(client, token, png_bytes())
+    assert response.status_code == 201
+    body = response.json()
+    image = Image.objects.get(pk=body["file_id"])
+    assert body["url"] == f"http://testserver/images/{image.pk}"
+    assert (image.kind, image.owner.username, image.width, image.height) == ("reference", "alice", 96, 80)
+    assert call(client, "get", body["url"], token).status_code == 200
+    stranger = services.api_token_create(username="mallory")
+    assert call(client, "get", body["url"], stranger).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content", "message"), [(b"%PDF-1.4 not an image", "Not a PNG, JPEG or WebP"), (None, "required")]
+)
+def test_a_reference_that_is_not_an_image_is_400_and_stores_nothing(client, token, media_root, content, message):
+    response = upload(client, token, content, name="notes.png")
+    assert response.status_code == 400 and response.json()["field"] == "image"
+    assert message in response.json()["error"]
+    assert not Image.objects.filter(kind="reference").exists()
+    assert not (media_root / "references").exists()
+
+
+def test_a_reference_of_another_user_is_refused_naming_the_field(client, token, run):
+    theirs = upload(client, services.api_token_create(username="mallory"), png_bytes()).json()["file_id"]
+    body = {"type": "subject", "payload": {"instructions": "a terrier", "referenceFileId": theirs}}
+    response = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, body)
+    assert response.status_code == 400 and response.json()["field"] == "payload.referenceFileId"
+    assert "No such image" in response.json()["error"]
+    mine = upload(client, token, png_bytes()).json()["file_id"]
+    body["payload"]["referenceFileId"] = mine
+    accepted = call(client, "post", f"/api/v1/runs/{run.pk}/refine", token, body)
+    assert accepted.status_code == 201
+    assert Refinement.objects.get().payload == {"instructions": "a terrier", "referenceFileId": mine}

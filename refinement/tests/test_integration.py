@@ -142,3 +142,52 @@ def test_import_then_refine(stack, tmp_path):
     detail = fetch(stack, token, accepted["status_url"])
     assert detail["parent_image_id"] == imported["image_id"]
     assert (detail["result"]["width"], detail["result"]["height"]) == (200, 136)
+
+
+def near_any(size: tuple[int, int], bboxes) -> np.ndarray:
+    from refinement.editing import Rect, feather_alpha
+
+    reach = np.zeros(size[::-1], bool)
+    for bbox in bboxes:
+        reach |= feather_alpha(size, Rect.from_bbox(bbox)) > 0
+    return reach
+
+
+def test_regional_refinement_repaints_its_rectangles_and_nothing_else(stack):
+    token = services.api_token_create(username="region-user")
+    run_id = generate(stack, token, size=256)
+    masks = [{"bbox": [20, 30, 60, 40], "prompt": "a red door"}, {"bbox": [150, 120, 80, 90], "prompt": "a cat"}]
+    accepted = refine(stack, token, run_id, type="region", payload={"masks": masks}, creativity=1)
+    events = events_until_closed(accepted["ws_url"], token)
+    steps = [event["step"] for event in events if event["type"] == "job.progress"]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # int(30 × 0.50) for each of the two rectangles
+    assert events[-1]["type"] == "job.result"
+
+    run = fetch(stack, token, f"/api/v1/runs/{run_id}")
+    v1, v2 = (np.asarray(PILImage.open(io.BytesIO(api(stack, "GET", v["url"], token)[1]))) for v in run["versions"])
+    reach = near_any((256, 256), [mask["bbox"] for mask in masks])
+    assert np.array_equal(v2[~reach], v1[~reach])  # bit for bit beyond 16 px of the rectangles
+    assert (v2[30:70, 20:80] != v1[30:70, 20:80]).any() and (v2[120:210, 150:230] != v1[120:210, 150:230]).any()
+    _, png = api(stack, "GET", run["versions"][1]["url"], token)
+    parameters = read_png_parameters(png)
+    assert "Inpaint area: Only masked" in parameters and "Masked area padding: 32" in parameters
+
+
+def test_subject_repair_with_an_uploaded_reference_and_a_box(stack):
+    token = services.api_token_create(username="subject-user")
+    run_id = generate(stack, token, size=128)
+    reference = io.BytesIO()
+    PILImage.new("RGB", (96, 96), (240, 200, 30)).save(reference, format="PNG")
+    status, uploaded = post_file(stack, token, "/api/v1/uploads", "image", reference.getvalue())
+    assert status == 201 and set(uploaded) == {"file_id", "url"}
+    payload = {"referenceFileId": uploaded["file_id"], "instructions": "a golden retriever", "bbox": [30, 30, 50, 40]}
+    accepted = refine(stack, token, run_id, type="subject", payload=payload, creativity=2)
+    events = events_until_closed(accepted["ws_url"], token)
+    assert [e["step"] for e in events if e["type"] == "job.progress"][-1] == 16  # int(30 × 0.55)
+    detail = fetch(stack, token, accepted["status_url"])
+    assert detail["status"] == "succeeded" and detail["payload"] == payload
+    run = fetch(stack, token, f"/api/v1/runs/{run_id}")
+    v1, v2 = (np.asarray(PILImage.open(io.BytesIO(api(stack, "GET", v["url"], token)[1]))) for v in run["versions"])
+    reach = near_any((128, 128), [payload["bbox"]])
+    assert np.array_equal(v2[~reach], v1[~reach]) and (v2[30:70, 30:80] != v1[30:70, 30:80]).any()
+    assert "Reference" in read_png_parameters(api(stack, "GET", run["versions"][1]["url"], token)[1])
