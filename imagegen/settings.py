@@ -227,6 +227,14 @@ IMAGEGEN_MODEL_CACHE = Path(os.environ.get("IMAGEGEN_MODEL_CACHE", VAR_DIR / "mo
 # An inpainting checkpoint (a folder or a repo id, e.g. stable-diffusion-v1-5/stable-diffusion-inpainting)
 # for regional refinement; empty: the model's own UNet inpaints, through a pipeline sharing its weights.
 IMAGEGEN_INPAINT_MODEL = os.environ.get("IMAGEGEN_INPAINT_MODEL", "")
+# Local IP-Adapter weights for subject repair's reference image, in the h94/IP-Adapter layout: the
+# weights file (e.g. /models/IP-Adapter/models/ip-adapter_sd15.safetensors) with its image encoder in
+# image_encoder/ beside it. Empty: reference-only attention, which needs no extra weights.
+IMAGEGEN_IP_ADAPTER = os.environ.get("IMAGEGEN_IP_ADAPTER", "")
+# How strongly results follow the reference through the IP-Adapter: 0 not at all, 1 as trained.
+IMAGEGEN_IP_ADAPTER_SCALE = float(os.environ.get("IMAGEGEN_IP_ADAPTER_SCALE") or "0.6")
+if IMAGEGEN_IP_ADAPTER_SCALE < 0:
+    raise ImproperlyConfigured(f"IMAGEGEN_IP_ADAPTER_SCALE must be 0 or more, not {IMAGEGEN_IP_ADAPTER_SCALE}.")
 # Workers lower their CPU priority by this much (0: not at all), so pages stay quick on a
 # machine where a worker computes on the CPU beside the web server.
 IMAGEGEN_WORKER_NICE = int(os.environ.get("IMAGEGEN_WORKER_NICE", "10"))

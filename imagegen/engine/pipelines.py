@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from diffusers import (
 from PIL import Image
 
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
+from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
 from .previews import latents_to_preview
 from .reference import reference_attention
@@ -78,7 +79,8 @@ def on_torch_thread(function: Callable[..., Any], *args: Any) -> Any:
         return function(*args)
     return _torch_thread.submit(function, *args).result()
 
-_engines: dict[tuple[str, str, str, str, str], "Engine"] = {}
+
+_engines: dict[tuple[str, str, str, str, str, str, float], "Engine"] = {}
 _engines_lock = threading.Lock()
 
 
@@ -93,6 +95,9 @@ class GenerationResult:
     seconds: float
     model: str  # the name of the model that made them (an inpainting checkpoint's, for a masked job)
     sampler: str  # its label, as parameters print it
+    # How the job followed its reference image, for parameters to print: "" (no reference),
+    # "reference-only 0.5" (the request's weight) or "IP-Adapter 0.6" (the engine's scale).
+    reference: str = ""
 
 
 def model_load_count() -> int:
@@ -134,6 +139,8 @@ class Engine:
         dtype: str = "auto",
         cache_dir: str | Path,
         inpaint_model: str | None = None,
+        ip_adapter: str | Path | None = None,
+        ip_adapter_scale: float = DEFAULT_IP_ADAPTER_SCALE,
     ) -> None:
         self.model = model
         self.cache_dir = Path(cache_dir)
@@ -145,6 +152,13 @@ class Engine:
         # the model's own UNet inpaints through a derived pipeline.
         self.inpaint_model = inpaint_model or None
         self._inpaint_checkpoint: StableDiffusionInpaintPipeline | None = None
+        # IP-Adapter weights (a file, its image encoder in image_encoder/ beside it) for jobs with a
+        # reference image; without them those jobs use reference-only attention.
+        if ip_adapter_scale < 0:
+            raise ValueError(f"The IP-Adapter scale must be 0 or more, not {ip_adapter_scale}.")
+        self.ip_adapter = str(ip_adapter) if ip_adapter else None
+        self.ip_adapter_scale = ip_adapter_scale
+        self._ip_adapter: IPAdapter | None = None
         self._pipeline: StableDiffusionPipeline | None = None
         self._derived: dict[type, DiffusionPipeline] = {}
         self._scheduler_config: Any = None
@@ -200,6 +214,7 @@ class Engine:
         the text-to-image pipeline's weights."""
         if self.inpaint_model is None:
             return self._derive(StableDiffusionInpaintPipeline)
+        self.load()  # jobs take their scheduler from the main model's config
         with self._lock:
             if self._inpaint_checkpoint is None:
                 logger.info("Loading inpainting model %s on %s", _model_name(self.inpaint_model), self.device)
@@ -207,6 +222,39 @@ class Engine:
                     StableDiffusionInpaintPipeline, self.inpaint_model, setting="IMAGEGEN_INPAINT_MODEL"
                 )
             return self._inpaint_checkpoint
+
+    def _loaded_ip_adapter(self) -> IPAdapter:
+        """The IP-Adapter's loaded parts, loading them on first use (on the torch thread, like every load)."""
+        with self._lock:
+            if self._ip_adapter is None:
+                logger.info("Loading IP-Adapter %s on %s", self.ip_adapter, self.device)
+                try:
+                    self._ip_adapter = load_ip_adapter(self.pipeline, self.ip_adapter)
+                except (OSError, ValueError, KeyError) as exc:
+                    raise ModelLoadError(
+                        f"Could not load the IP-Adapter {self.ip_adapter!r}: {exc}. Check IMAGEGEN_IP_ADAPTER."
+                    ) from exc
+            return self._ip_adapter
+
+    def _conditioning(
+        self, pipe: DiffusionPipeline, request: GenerationRequest
+    ) -> tuple[AbstractContextManager, dict[str, Any], str]:
+        """How a job follows its reference image: the context to call pipe in, the extra inputs of
+        the call, and the description GenerationResult.reference gives of it."""
+        if request.reference_image is None:
+            return nullcontext(), {}, ""
+        if self.ip_adapter is not None:
+            adapter = self._loaded_ip_adapter()
+            return (
+                ip_adapter_attention(pipe, adapter, scale=self.ip_adapter_scale),
+                {"ip_adapter_image": request.reference_image.convert("RGB")},
+                f"IP-Adapter {self.ip_adapter_scale:g}",
+            )
+        return (
+            reference_attention(pipe, request.reference_image, weight=request.reference_weight, seed=request.seed),
+            {},
+            f"reference-only {request.reference_weight:g}",
+        )
 
     def _derive(self, cls: type[DiffusionPipeline]) -> DiffusionPipeline:
         with self._lock:
@@ -288,6 +336,7 @@ class Engine:
         else:
             pipe = self.pipeline
             inputs = {"width": width, "height": height}
+        conditioning, conditioning_inputs, reference = self._conditioning(pipe, request)
 
         with self._lock:
             started = time.perf_counter()
@@ -297,11 +346,6 @@ class Engine:
             # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
             generator_device = self.device if self.device.startswith("cuda") else "cpu"
             generator = torch.Generator(device=generator_device).manual_seed(request.seed)
-            conditioning = (
-                reference_attention(pipe, request.reference_image, weight=request.reference_weight, seed=request.seed)
-                if request.reference_image is not None
-                else nullcontext()
-            )
             try:
                 with torch.inference_mode(), conditioning:
                     output = pipe(
@@ -314,6 +358,7 @@ class Engine:
                         callback_on_step_end=callback if on_step else None,
                         callback_on_step_end_tensor_inputs=["latents"] if preview_every > 0 else [],
                         **inputs,
+                        **conditioning_inputs,
                     )
             except RuntimeError as exc:
                 if _is_out_of_memory(exc):
@@ -351,6 +396,7 @@ class Engine:
             seconds=seconds,
             model=model,
             sampler=sampler,
+            reference=reference,
         )
 
 
@@ -360,13 +406,28 @@ def _model_name(model: str) -> str:
 
 
 def get_engine(
-    model: str, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path, inpaint_model: str | None = None
+    model: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    cache_dir: str | Path,
+    inpaint_model: str | None = None,
+    ip_adapter: str | None = None,
+    ip_adapter_scale: float = DEFAULT_IP_ADAPTER_SCALE,
 ) -> Engine:
     """Return this process's loaded Engine for these settings, creating and loading it on first use."""
-    key = (model, device, dtype, str(cache_dir), inpaint_model or "")
+    key = (model, device, dtype, str(cache_dir), inpaint_model or "", ip_adapter or "", ip_adapter_scale)
     with _engines_lock:
         if key not in _engines:
-            _engines[key] = Engine(model, device=device, dtype=dtype, cache_dir=cache_dir, inpaint_model=inpaint_model)
+            _engines[key] = Engine(
+                model,
+                device=device,
+                dtype=dtype,
+                cache_dir=cache_dir,
+                inpaint_model=inpaint_model,
+                ip_adapter=ip_adapter,
+                ip_adapter_scale=ip_adapter_scale,
+            )
         engine = _engines[key]
     engine.load()
     return engine

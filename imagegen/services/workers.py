@@ -15,6 +15,8 @@ def current_engine():
         dtype=settings.IMAGEGEN_DTYPE,
         cache_dir=settings.IMAGEGEN_MODEL_CACHE,
         inpaint_model=settings.IMAGEGEN_INPAINT_MODEL or None,
+        ip_adapter=settings.IMAGEGEN_IP_ADAPTER or None,
+        ip_adapter_scale=settings.IMAGEGEN_IP_ADAPTER_SCALE,
     )
 
 

@@ -40,8 +40,8 @@ class SubjectRepair(Stage):
             result = engine.generate(replace(request, init_image=given.parent), **progress)
             image = fit_to_size(result.images[0], given.parent.size)
         extra = dict(MASKED_PARAMETERS) if bbox else {}
-        if given.reference is not None:
-            extra["Reference weight"] = DEFAULT_REFERENCE_WEIGHT
+        if result.reference:
+            extra["Reference"] = result.reference  # "reference-only 0.5" or "IP-Adapter 0.6"
         parameters = format_parameters(
             prompt=request.prompt,
             negative_prompt="",

@@ -190,4 +190,5 @@ def test_subject_repair_with_an_uploaded_reference_and_a_box(stack):
     v1, v2 = (np.asarray(PILImage.open(io.BytesIO(api(stack, "GET", v["url"], token)[1]))) for v in run["versions"])
     reach = near_any((128, 128), [payload["bbox"]])
     assert np.array_equal(v2[~reach], v1[~reach]) and (v2[30:70, 30:80] != v1[30:70, 30:80]).any()
-    assert "Reference" in read_png_parameters(api(stack, "GET", run["versions"][1]["url"], token)[1])
+    _, png = api(stack, "GET", run["versions"][1]["url"], token)
+    assert "Reference: reference-only 0.5" in read_png_parameters(png)

@@ -141,7 +141,7 @@ def test_subject_repair_follows_the_reference_and_keeps_outside_its_box(engine):
     assert plain.image.size == parent.size and "Denoising strength: 0.55" in plain.parameters
     referenced = subject(engine, parent, {"instructions": "make the dog a terrier"}, reference)
     assert not np.array_equal(np.asarray(plain.image), np.asarray(referenced.image))  # the reference counts
-    assert "Reference weight: 0.5" in referenced.parameters
+    assert "Reference: reference-only 0.5" in referenced.parameters and "Reference" not in plain.parameters
     boxed = subject(engine, parent, {"instructions": "make the dog a terrier", "bbox": [20, 30, 40, 30]}, reference)
     reach = near(parent.size, [[20, 30, 40, 30]])
     assert np.array_equal(np.asarray(boxed.image)[~reach], np.asarray(parent)[~reach])
