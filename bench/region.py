@@ -6,7 +6,11 @@ covering a quarter of a 1024×1024 image costs at most 0.35 × inpainting the wh
 same mask, steps and strength. Variants alternate within each round and the ratio is taken per
 round, so a machine that slows down mid-run skews it less.
 
-    .venv/bin/python -m bench.region [--quick] [--model tiny|sd15-random] [--size 1024] [--device auto]
+    .venv/bin/python -m bench.region [--quick] [--model tiny|sd15-random] [--size 1024] [--device auto] [--compile]
+
+On an H100 an eager SD 1.5 UNet is bound by kernel launches up to about 512² (NOTES.md: 25–33 it/s
+whatever the size), so a smaller crop saves less there than its area; --compile (CUDA only) times
+both variants with the inpainting UNet compiled with CUDA graphs, as the GPU-speed work will run it.
 """
 
 import argparse
@@ -21,12 +25,21 @@ import torch
 from bench.engine_common import MODELS_DIR, median, timed, write_result
 from bench.sd15_random import model_source
 from imagegen.engine import Engine, GenerationRequest
+from imagegen.engine.pipelines import on_torch_thread
 from refinement.editing import Rect, plan_crop, rect_mask
 from refinement.stages import STAGES, StageInput
 
 TARGET_RATIO = 0.35
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
 CREATIVITY = 2  # strength 0.75: 22 of 30 steps, for both variants
+
+
+def compile_inpainting_unet(engine: Engine) -> None:
+    """On the torch thread (CUDA graphs belong to the thread that records them): channels_last and
+    torch.compile of the UNet the inpainting pipeline uses; each image shape compiles on first use."""
+    pipe = engine.inpaint_pipeline
+    pipe.unet.to(memory_format=torch.channels_last)
+    pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True, dynamic=False)
 
 
 def main() -> None:
@@ -37,12 +50,16 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="stop starting rounds after this many seconds (default 120)")
     parser.add_argument("--model", default="tiny", help='"tiny", "sd15-random" or a diffusers folder')
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--compile", action="store_true", help="CUDA: compile the inpainting UNet (CUDA graphs)")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 6)
     budget = args.budget or (20.0 if args.quick else 120.0)
 
     engine = Engine(model_source(args.model), device=args.device, cache_dir=MODELS_DIR)
     engine.load()
+    compiled = args.compile and engine.device.startswith("cuda")
+    if compiled:
+        on_torch_thread(compile_inpainting_unet, engine)
     size = args.size
     parent = engine.generate(GenerationRequest(prompt=PROMPT, steps=4, width=size, height=size, seed=1)).images[0]
     # A rectangle covering a quarter of the image, in the middle.
@@ -60,9 +77,11 @@ def main() -> None:
     def whole():
         return engine.generate(whole_request)
 
-    # Warm-up of both shapes (allocator, kernel choice; on a GPU, cuDNN autotuning).
+    # Warm-up of both shapes (allocator, kernel choice; on a GPU, cuDNN autotuning; compiling).
+    warm_up_started = time.perf_counter()
     regional()
     whole()
+    warm_up_seconds = time.perf_counter() - warm_up_started
     seconds: dict[str, list[float]] = {"regional": [], "whole": []}
     ratios: list[float] = []
     started, rounds = time.perf_counter(), 0
@@ -82,10 +101,12 @@ def main() -> None:
         f"region: one rectangle of a quarter of {size}² costs {ratio:.2f} × a whole-image inpaint "
         f"({median(seconds['regional']):.2f} s vs {median(seconds['whole']):.2f} s; target ≤ {TARGET_RATIO}: "
         f"{'met' if met else 'MISSED'}; crop {crop.box_size[0]}×{crop.box_size[1]} worked at "
-        f"{crop.working_size[0]}×{crop.working_size[1]}; {args.model} on {engine.device}, median of {rounds} rounds)"
+        f"{crop.working_size[0]}×{crop.working_size[1]}; {args.model} on {engine.device}"
+        f"{', UNet compiled' if compiled else ''}, median of {rounds} rounds)"
     )
+    name = "region" if args.model == "tiny" else f"region-{Path(args.model).name}"
     write_result(
-        "region" if args.model == "tiny" else f"region-{Path(args.model).name}",
+        f"{name}-compiled" if compiled else name,
         summary,
         {
             "model": args.model,
@@ -98,6 +119,8 @@ def main() -> None:
             "strength": strength,
             "rounds": rounds,
             "quick": args.quick,
+            "compiled": compiled,
+            "warm_up_seconds": warm_up_seconds,
             "torch_threads": torch.get_num_threads(),
             "ratio": ratio,
             "target_ratio": TARGET_RATIO,

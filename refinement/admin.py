@@ -14,8 +14,16 @@ from .models import Refinement
 class RefinementAdmin(admin.ModelAdmin):
     list_display = ("versions", "version_label", "type", "status", "creativity", "prompt_excerpt", "owner", "queued_at")
     list_filter = ("type", "status", "creativity", "queued_at")
-    # The prompt (general, region) or instructions (subject, text) live in the payload.
-    search_fields = ("payload__prompt", "payload__instructions", "run__prompt", "id", "run__id", "owner__username")
+    # The prompt (general), instructions (subject, text) or rectangles with prompts (region) live in the payload.
+    search_fields = (
+        "payload__prompt",
+        "payload__instructions",
+        "payload__masks",
+        "run__prompt",
+        "id",
+        "run__id",
+        "owner__username",
+    )
     # Read-only: a refinement is made by the drawer or the API, and changed only by its job.
     readonly_fields = ("versions",)
     fields = (

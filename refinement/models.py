@@ -87,5 +87,6 @@ class Refinement(Job):
 
     @property
     def prompt(self) -> str:
-        """The words the user gave the mode: a prompt or instructions, whichever it takes."""
-        return self.payload.get("prompt") or self.payload.get("instructions") or ""
+        """The words the user gave the mode: a prompt, instructions, or each rectangle's prompt."""
+        rectangles = " | ".join(mask.get("prompt", "") for mask in self.payload.get("masks", []))
+        return self.payload.get("prompt") or self.payload.get("instructions") or rectangles

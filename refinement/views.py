@@ -11,9 +11,10 @@ from django.views.decorators.http import require_GET, require_http_methods
 from imagegen import selectors as imagegen_selectors
 from imagegen.models import Run
 from imagegen.services import QuotaExceededError
+from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
-from .forms import PAYLOAD_FORMS, PayloadForm, RefineForm, mode_available
+from .forms import MAX_RECTANGLES, PAYLOAD_FORMS, PayloadForm, RefineForm, mode_available
 from .models import Refinement
 from .selectors import Version
 from .stages import STAGES
@@ -49,7 +50,10 @@ def drawer_tabs(run: Run, parent: Version, submitted: RefineForm | None = None, 
         form = payload = None
         if mode_available(refinement_type):
             if submitted is not None and submitted.data.get("type") == refinement_type:
-                form, payload = submitted, payload_form or PAYLOAD_FORMS[refinement_type](prefix=refinement_type)
+                # What was posted comes back, rectangles and reference included, even when the
+                # error was in the fields every mode shares.
+                form = submitted
+                payload = payload_form or PAYLOAD_FORMS[refinement_type](submitted.data, prefix=refinement_type)
             else:
                 form = RefineForm(
                     initial={"type": refinement_type, "parent_image_id": parent.image.pk},
@@ -59,6 +63,12 @@ def drawer_tabs(run: Run, parent: Version, submitted: RefineForm | None = None, 
                 payload = PAYLOAD_FORMS[refinement_type](prefix=refinement_type)
         tabs.append(DrawerTab(refinement_type, label, MODE_DESCRIPTIONS[refinement_type], form, payload))
     return tabs
+
+
+def drawer_context(run: Run, parent: Version, tabs: list[DrawerTab]) -> dict:
+    # The limits the page checks before the server does (the server checks them again).
+    limits = {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_rectangles": MAX_RECTANGLES}
+    return {"run": run, "parent": parent, "tabs": tabs, **limits}
 
 
 def chosen_version(run: Run, image_id: str | None) -> Version:
@@ -77,7 +87,7 @@ def refine(request: HttpRequest, run_id) -> HttpResponse:
     if request.method == "GET":
         parent = chosen_version(run, request.GET.get("image"))
         template = "refinement/drawer.html" if request.htmx else "refinement/drawer_page.html"
-        return render(request, template, {"run": run, "parent": parent, "tabs": drawer_tabs(run, parent)})
+        return render(request, template, drawer_context(run, parent, drawer_tabs(run, parent)))
 
     form = RefineForm(request.POST, run=run, auto_id=f"id_{request.POST.get('type', '')}_%s")
     payload_form = form.payload_form(request.POST, prefix=form.cleaned_data["type"]) if form.is_valid() else None
@@ -91,7 +101,7 @@ def refine(request: HttpRequest, run_id) -> HttpResponse:
                 return redirect(refinement.get_absolute_url())
             return render(request, "refinement/drawer.html#live-log", {"job": refinement, "run": run})
     parent = chosen_version(run, request.POST.get("parent_image_id"))
-    context = {"run": run, "parent": parent, "tabs": drawer_tabs(run, parent, form, payload_form)}
+    context = drawer_context(run, parent, drawer_tabs(run, parent, form, payload_form))
     if not request.htmx:
         return render(request, "refinement/drawer_page.html", context)
     return render(request, "refinement/drawer.html#drawer-body", {**context, "selected": form.data.get("type")})

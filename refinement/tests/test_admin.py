@@ -54,3 +54,12 @@ def test_cancel_and_retry_actions(admin_client):
 def test_refinements_are_for_staff_only(client):
     client.force_login(UserFactory())
     assert client.get("/admin/refinement/refinement/").status_code == 302
+
+
+def test_regional_refinements_are_found_by_their_rectangles_prompts(admin_client):
+    run = finished_run()
+    masks = [{"bbox": [0, 0, 8, 8], "prompt": "a brass door knocker"}, {"bbox": [8, 8, 8, 8], "prompt": "ivy"}]
+    refinement_of(run, type="region", payload={"masks": masks})
+    page = admin_client.get("/admin/refinement/refinement/?q=knocker").content.decode()
+    assert "a brass door knocker | ivy" in page
+    assert "a brass door knocker" not in admin_client.get("/admin/refinement/refinement/?q=teapot").content.decode()

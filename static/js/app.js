@@ -51,19 +51,25 @@ function clearInitImage(form) {
   form.querySelector(".dropzone-hint").hidden = false;
 }
 
+// Why a chosen image cannot be uploaded, or "" if it can: the server's first checks, made before
+// the upload (the init image here, the reference image of the drawer's subject tab).
+function imageFileProblem(file, maxBytes) {
+  if (!ACCEPTED_TYPES.includes(file.type)) return `${file.name} is not a PNG, JPEG or WebP image.`;
+  if (file.size > maxBytes) {
+    const megabytes = (file.size / 1024 / 1024).toFixed(1);
+    return `${file.name} is ${megabytes} MB; the limit is ${maxBytes / 1024 / 1024} MB.`;
+  }
+  return "";
+}
+
 function chooseInitImage(form, input) {
   const file = input.files[0];
   showUploadError(form, "");
   if (!file) return clearInitImage(form);
-  const maxBytes = Number(form.dataset.maxUploadBytes);
-  if (!ACCEPTED_TYPES.includes(file.type)) {
+  const problem = imageFileProblem(file, Number(form.dataset.maxUploadBytes));
+  if (problem) {
     clearInitImage(form);
-    return showUploadError(form, `${file.name} is not a PNG, JPEG or WebP image.`);
-  }
-  if (file.size > maxBytes) {
-    clearInitImage(form);
-    const megabytes = (file.size / 1024 / 1024).toFixed(1);
-    return showUploadError(form, `${file.name} is ${megabytes} MB; the limit is ${maxBytes / 1024 / 1024} MB.`);
+    return showUploadError(form, problem);
   }
   const preview = form.querySelector("#init-preview");
   if (preview.src) URL.revokeObjectURL(preview.src);
