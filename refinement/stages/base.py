@@ -6,6 +6,8 @@ from typing import Any
 
 from PIL import Image
 
+from imagegen.engine import GenerationRequest, effective_steps, format_parameters
+
 # step, total, optional preview: the engine's step callback (it may raise GenerationCancelled).
 StepCallback = Callable[[int, int, Image.Image | None], None]
 
@@ -42,9 +44,35 @@ class Stage:
     type: str
     # Creativity 1/2/3 → the denoising strength this mode uses.
     strengths: dict[int, float]
+    # Every mode asks for this many steps and samples int(steps × strength) of them per pass.
+    steps = 30
+
+    def passes(self, payload: dict[str, Any]) -> int:
+        """How many times the mode samples (regional: once per rectangle)."""
+        return 1
 
     def plan(self, *, payload: dict[str, Any], creativity: int) -> Plan:
-        raise NotImplementedError
+        strength = self.strengths[creativity]
+        return Plan(strength=strength, total_steps=effective_steps(self.steps, strength) * self.passes(payload))
 
     def run(self, engine, given: StageInput) -> StageOutput:
         raise NotImplementedError
+
+    def parameters(
+        self, request: GenerationRequest, result, *, size: tuple[int, int], prompt: str | None = None, extra=None
+    ) -> str:
+        """The A1 parameters of an image the mode assembled itself (the engine's describe one pass):
+        the request's settings, the model and sampler that ran, the final size, anything extra."""
+        return format_parameters(
+            prompt=request.prompt if prompt is None else prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps,
+            sampler=result.sampler,
+            guidance_scale=request.guidance_scale,
+            seed=request.seed,
+            width=size[0],
+            height=size[1],
+            model=result.model,
+            strength=request.strength,
+            extra=extra,
+        )

@@ -1,13 +1,14 @@
 """Regional refinement: each rectangle repainted with its own prompt, in the order given, and
 composited onto the original pixels; nothing farther than FEATHER pixels from a rectangle changes."""
 
-from imagegen.engine import GenerationRequest, effective_steps, format_parameters
+from dataclasses import replace
+
+from imagegen.engine import GenerationRequest
 
 from ..editing import Rect
-from .base import Plan, Stage, StageInput, StageOutput
+from .base import Stage, StageInput, StageOutput
 from .masked import MASKED_PARAMETERS, repaint_rectangle
 
-STEPS = 30
 # Creativity 1/2/3 → strength: inside a rectangle the model may change more than over the whole image.
 STRENGTHS = {1: 0.50, 2: 0.75, 3: 0.90}
 
@@ -16,21 +17,20 @@ class RegionalRefinement(Stage):
     type = "region"
     strengths = STRENGTHS
 
-    def plan(self, *, payload: dict, creativity: int) -> Plan:
-        strength = self.strengths[creativity]
-        # Progress counts across all rectangles: each pass samples int(30 × strength) steps.
-        return Plan(strength=strength, total_steps=effective_steps(STEPS, strength) * len(payload["masks"]))
+    def passes(self, payload: dict) -> int:
+        # Progress counts across all rectangles: one sampling pass each.
+        return len(payload["masks"])
 
     def run(self, engine, given: StageInput) -> StageOutput:
         plan = self.plan(payload=given.payload, creativity=given.creativity)
-        per_rectangle = plan.total_steps // len(given.payload["masks"])
-        negative_prompt = given.payload.get("negative_prompt", "")
-        image, result = given.parent, None
-        for index, mask in enumerate(given.payload["masks"]):
+        masks = given.payload["masks"]
+        per_rectangle = plan.total_steps // len(masks)
+        image, request, result = given.parent, None, None
+        for index, mask in enumerate(masks):
             request = GenerationRequest(
                 prompt=mask["prompt"],
-                negative_prompt=negative_prompt,
-                steps=STEPS,
+                negative_prompt=given.payload.get("negative_prompt", ""),
+                steps=self.steps,
                 # Each rectangle its own noise, repeatable from the refinement's one seed.
                 seed=given.seed + index,
                 strength=plan.strength,
@@ -39,17 +39,11 @@ class RegionalRefinement(Stage):
             image, result = repaint_rectangle(
                 engine, image, Rect.from_bbox(mask["bbox"]), request, on_step=on_step, preview_every=given.preview_every
             )
-        parameters = format_parameters(
-            prompt=" | ".join(mask["prompt"] for mask in given.payload["masks"]),
-            negative_prompt=negative_prompt,
-            steps=STEPS,
-            sampler=result.sampler,
-            guidance_scale=request.guidance_scale,
-            seed=given.seed,
-            width=image.width,
-            height=image.height,
-            model=result.model,
-            strength=plan.strength,
+        parameters = self.parameters(
+            replace(request, seed=given.seed),
+            result,
+            size=image.size,
+            prompt=" | ".join(mask["prompt"] for mask in masks),
             extra=MASKED_PARAMETERS,
         )
         return StageOutput(image=image, parameters=parameters)
