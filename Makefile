@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# redis-server: the broker and channel layer when none is reachable; chromium: the browser tests.
-SYSTEM_PACKAGES := redis-server chromium fonts-dejavu-core
+# redis-server: the broker and channel layer when none is reachable; chromium: the browser tests;
+# tesseract: text repair's OCR; the font families: what text repair can match lettering with.
+SYSTEM_PACKAGES := redis-server chromium tesseract-ocr tesseract-ocr-eng fonts-dejavu-core fonts-liberation fonts-noto-core
 
 .PHONY: run test setup system-packages lint bench
 
