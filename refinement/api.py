@@ -1,5 +1,6 @@
 """The refine API: submit a refinement of a run's version, read one. Errors are JSON naming the field."""
 
+from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import reverse
 
@@ -64,6 +65,18 @@ def upload_reference(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET")
+async def image_text(request: HttpRequest, image_id) -> JsonResponse:
+    """`{"lines": [{"bbox", "text", "confidence"}]}`: the text OCR finds in one of the user's images.
+
+    OCR takes up to a second of CPU for a 1024² image: it runs in a thread of its own, so the
+    web process's other requests do not wait for it (and no diffusion job makes it wait).
+    """
+    image = await sync_to_async(imagegen_selectors.image_for_user)(user=request.user, image_id=image_id)
+    lines = await sync_to_async(selectors.image_text_lines, thread_sensitive=False)(image=image)
+    return JsonResponse({"lines": lines})
+
+
+@api_view("GET")
 def refinement_detail(request: HttpRequest, job_id) -> JsonResponse:
     refinement = selectors.refinement_for_user(user=request.user, job_id=job_id)
     if refinement is None:
@@ -92,4 +105,6 @@ def refinement_json(request: HttpRequest, refinement: Refinement) -> dict:
         "payload": refinement.payload,
         "error": refinement.error,
         "result": result,
+        # Text repair's verification: per correction, what OCR read back and whether it is right.
+        "checks": refinement.report.get("checks", []),
     }

@@ -20,6 +20,8 @@ from .stages import STAGES
 
 CREATIVITY_LABELS = {1: "Subtle", 2: "Balanced", 3: "Strong"}
 MAX_RECTANGLES = 8
+# Text repair: at most this many corrections, this many characters each, in boxes at least this big.
+MAX_CORRECTIONS, MAX_CORRECTION_LENGTH, MIN_TEXT_BOX = 20, 200, 4
 
 
 class TextField(forms.CharField):
@@ -49,10 +51,12 @@ def bbox_value(value, *, what: str) -> list[int]:
     return list(value)
 
 
-def rectangle_errors(bbox: list[int], image_size: tuple[int, int], *, what: str) -> list[str]:
+def rectangle_errors(bbox: list[int], image_size: tuple[int, int], *, what: str, min_side: int = 1) -> list[str]:
     width, height = image_size
-    if bbox[2] <= 0 or bbox[3] <= 0:
-        return [f"{what} is empty: its width and height must be at least 1 pixel."]
+    if bbox[2] < min_side or bbox[3] < min_side:
+        if bbox[2] <= 0 or bbox[3] <= 0:
+            return [f"{what} is empty: its width and height must be at least {min_side} pixel(s)."]
+        return [f"{what} is {bbox[2]}×{bbox[3]} pixels: its width and height must be at least {min_side} pixels."]
     if not Rect.from_bbox(bbox).fits(image_size):
         return [f"{what} {bbox} reaches outside the image ({width}×{height})."]
     return []
@@ -69,38 +73,43 @@ class BoxField(forms.Field):
 
 
 class RectanglesField(forms.Field):
-    """1 to MAX_RECTANGLES rectangles, each {"bbox": [x, y, w, h], "prompt": text}."""
+    """1 to `most` rectangles, each {"bbox": [x, y, w, h], <words>: text}: a region's rectangles with
+    their prompts, or text repair's boxes with their corrected text."""
 
     widget = forms.HiddenInput
+
+    def __init__(self, *, words: str, need: str, none: str, most: int, longest: int, noun: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.words, self.need, self.none, self.most, self.longest, self.noun = words, need, none, most, longest, noun
 
     def to_python(self, value):
         value = json_value(value)
         if value in self.empty_values:
             return []
         if not isinstance(value, list):
-            raise ValidationError('Must be a list of {"bbox": [x, y, w, h], "prompt": …}.', code="invalid")
+            raise ValidationError(f'Must be a list of {{"bbox": [x, y, w, h], "{self.words}": …}}.', code="invalid")
         return [self.rectangle(number, item) for number, item in enumerate(value, start=1)]
 
     def rectangle(self, number: int, item) -> dict:
-        what = f"Rectangle {number}"
+        what = f"{self.noun} {number}"
         if not isinstance(item, dict):
-            raise ValidationError(f'{what} must be {{"bbox": [x, y, w, h], "prompt": …}}.', code="invalid")
-        unknown = sorted(set(item) - {"bbox", "prompt"})
+            raise ValidationError(f'{what} must be {{"bbox": [x, y, w, h], "{self.words}": …}}.', code="invalid")
+        unknown = sorted(set(item) - {"bbox", self.words})
         if unknown:
             raise ValidationError(f"{what} has an unknown field: {unknown[0]}.", code="invalid")
         bbox = bbox_value(item.get("bbox"), what=f"{what}'s bbox")
-        prompt = item.get("prompt")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValidationError(f"{what} needs a prompt: what should it become?", code="prompt")
-        if len(prompt) > limits.MAX_PROMPT_LENGTH:
-            raise ValidationError(f"{what}'s prompt is longer than {limits.MAX_PROMPT_LENGTH} characters.")
-        return {"bbox": bbox, "prompt": prompt.strip()}
+        words = item.get(self.words)
+        if not isinstance(words, str) or not words.strip():
+            raise ValidationError(f"{what} needs {self.need}.", code="words")
+        if len(words) > self.longest:
+            raise ValidationError(f"{what}'s {self.words} is longer than {self.longest} characters.", code="long")
+        return {"bbox": bbox, self.words: words.strip()}
 
     def validate(self, value) -> None:
         if not value:
-            raise ValidationError("Draw at least one rectangle.", code="required")
-        if len(value) > MAX_RECTANGLES:
-            raise ValidationError(f"At most {MAX_RECTANGLES} rectangles (got {len(value)}).", code="too_many")
+            raise ValidationError(self.none, code="required")
+        if len(value) > self.most:
+            raise ValidationError(f"At most {self.most} {self.noun.lower()}s (got {len(value)}).", code="too_many")
 
 
 class PayloadForm(forms.Form):
@@ -119,9 +128,11 @@ class PayloadForm(forms.Form):
         # Optional fields left empty are left out, as the seed's payload shapes have them.
         return {name: value for name, value in self.cleaned_data.items() if value not in ("", None, [])}
 
-    def check_inside(self, bbox: list[int], *, what: str) -> None:
+    def check_inside(self, bbox: list[int], *, what: str, min_side: int = 1) -> None:
         # Without an image (the run has none yet) the submission is refused later, with a reason.
-        if self.image_size is not None and (errors := rectangle_errors(bbox, self.image_size, what=what)):
+        if self.image_size is None:
+            return
+        if errors := rectangle_errors(bbox, self.image_size, what=what, min_side=min_side):
             raise ValidationError(errors[0], code="outside")
 
 
@@ -137,7 +148,16 @@ class GeneralPayloadForm(PayloadForm):
 
 
 class RegionPayloadForm(PayloadForm):
-    masks = RectanglesField(label="Rectangles", help_text="Drag on the image to draw; each has its own prompt.")
+    masks = RectanglesField(
+        words="prompt",
+        need="a prompt: what should it become?",
+        none="Draw at least one rectangle.",
+        most=MAX_RECTANGLES,
+        longest=limits.MAX_PROMPT_LENGTH,
+        noun="Rectangle",
+        label="Rectangles",
+        help_text="Drag on the image to draw; each has its own prompt.",
+    )
     negative_prompt = TextField(
         max_length=limits.MAX_PROMPT_LENGTH,
         required=False,
@@ -180,11 +200,37 @@ class SubjectPayloadForm(PayloadForm):
         return bbox
 
 
+class TextPayloadForm(PayloadForm):
+    corrections = RectanglesField(
+        words="text",
+        need="its text: what should the box say?",
+        none="Give at least one correction: a box and what it should say.",
+        most=MAX_CORRECTIONS,
+        longest=MAX_CORRECTION_LENGTH,
+        noun="Correction",
+        label="Corrections",
+        help_text="Each box with what it should say; draw a box around text that was not found.",
+    )
+    instructions = TextField(
+        max_length=limits.MAX_PROMPT_LENGTH,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Chalk lettering on a blackboard"}),
+        help_text="Optional: how the lettering should look when it is blended in (creativity 2 and 3).",
+    )
+
+    def clean_corrections(self) -> list[dict]:
+        corrections = self.cleaned_data["corrections"]
+        for number, correction in enumerate(corrections, start=1):
+            self.check_inside(correction["bbox"], what=f"Correction {number}", min_side=MIN_TEXT_BOX)
+        return corrections
+
+
 # Each mode's payload form; a mode is offered once it has a stage (refinement.stages) and a form here.
 PAYLOAD_FORMS: dict[str, type[PayloadForm]] = {
     "general": GeneralPayloadForm,
     "region": RegionPayloadForm,
     "subject": SubjectPayloadForm,
+    "text": TextPayloadForm,
 }
 
 

@@ -232,6 +232,15 @@ class Drawn:
     box: tuple[int, int, int, int]  # [x, y, w, h] of the new text's extent in the image
     size: int
     fits: bool  # False when even at MIN_SIZE the text leaves the image
+    coverage: np.ndarray  # the text's coverage (0–1) over `box`
+
+    def cores(self, image_size: tuple[int, int]) -> np.ndarray:
+        """The middle of the new letters' strokes, as an image-sized bool mask."""
+        x, y, w, h = self.box
+        cores = np.zeros(image_size[::-1], bool)
+        inner = cv2.erode((self.coverage > 0.6).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        cores[y : y + h, x : x + w] = inner[:h, :w]
+        return cores
 
 
 def draw(image: Image.Image, text: str, style: Style) -> Drawn:
@@ -255,4 +264,5 @@ def draw(image: Image.Image, text: str, style: Style) -> Drawn:
         target[:] = target * (1 - alpha) + np.array(style.colour, dtype=np.float32) * alpha
     left, top = max(0, x0), max(0, y0)
     box = (left, top, min(image.width, x0 + coverage.shape[1]) - left, min(image.height, y0 + coverage.shape[0]) - top)
-    return Drawn(Image.fromarray(np.rint(result).astype(np.uint8)), box, size, fits)
+    inside = coverage[cy0 : cy0 + box[3], cx0 : cx0 + box[2]]
+    return Drawn(Image.fromarray(np.rint(result).astype(np.uint8)), box, size, fits, inside)

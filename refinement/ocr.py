@@ -146,16 +146,37 @@ def detect_lines(image: Image.Image) -> list[Line]:
     for words in _pool.map(lambda pixels: _words(pixels, psm=11), passes):
         kept = [w for w in words if w.confidence >= MIN_WORD_CONFIDENCE and any(c.isalnum() for c in w.text)]
         found += [Line(_tightened(gray, line.bbox), line.text, line.confidence) for line in _lines(kept)]
-    # The same line found in both polarities (or twice): keep the surer reading.
-    lines: list[Line] = []
-    for line in sorted(found, key=lambda line: -line.confidence):
-        if all(_overlap(line.bbox, kept.bbox) < 0.5 for kept in lines):
-            lines.append(line)
-    unsure = [index for index, line in enumerate(lines) if line.bbox[3] < SMALL_TEXT or line.confidence < SURE]
+    # The passes find the same line, often each a part of it ("GRAND OPEN", "GRAND OPENNING"):
+    # a line is what they found together, and where they disagree it is read again as a whole.
+    lines, unsure = [], []
+    for group in _groups(found):
+        box = _tightened(gray, _union(line.bbox for line in group))
+        surest = max(group, key=lambda line: (line.bbox[2], line.confidence))
+        agreed = len({line.text for line in group}) == 1 and surest.bbox == box
+        if not (agreed and surest.confidence >= SURE and box[3] >= SMALL_TEXT):
+            unsure.append(len(lines))
+        lines.append(Line(box, surest.text, surest.confidence))
     for index, again in zip(unsure, read_lines(image, [lines[index].bbox for index in unsure]), strict=True):
-        if again.text and again.confidence > lines[index].confidence:
+        if again.text and again.confidence >= MIN_WORD_CONFIDENCE:
             lines[index] = Line(lines[index].bbox, again.text, again.confidence)
     return sorted(lines, key=lambda line: (line.bbox[1] // max(8, line.bbox[3] // 2), line.bbox[0]))
+
+
+def _groups(lines: list[Line]) -> list[list[Line]]:
+    """The lines put together where they overlap (by half of the smaller one, directly or in a chain)."""
+    groups: list[list[Line]] = []
+    for line in lines:
+        touching = [group for group in groups if any(_overlap(line.bbox, other.bbox) >= 0.5 for other in group)]
+        merged = [line] + [other for group in touching for other in group]
+        groups = [group for group in groups if group not in touching] + [merged]
+    return groups
+
+
+def _union(boxes) -> tuple[int, int, int, int]:
+    boxes = list(boxes)
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    return left, top, right - left, bottom - top
 
 
 def _tightened(gray: np.ndarray, bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -204,7 +225,7 @@ def read_lines(image: Image.Image, boxes) -> list[Reading]:
 
 
 def _preparations(image: Image.Image, bbox) -> list[np.ndarray]:
-    """The box with a margin, enlarged if its text is small: as it is, and thresholded both ways."""
+    """The box with a margin, enlarged if its text is small: as it is, and thresholded."""
     x, y, w, h = (int(value) for value in bbox)
     margin = max(4, h // 3)
     left, top = max(0, x - margin), max(0, y - margin)
@@ -214,4 +235,11 @@ def _preparations(image: Image.Image, bbox) -> list[np.ndarray]:
         crop = crop.resize((round(crop.width * scale), round(crop.height * scale)), Image.Resampling.LANCZOS)
     gray = _gray(crop)
     block = max(15, round(h * scale) * 2)
-    return [gray, _binary(gray, dark_text=True, block=block), _binary(gray, dark_text=False, block=block)]
+    return [gray, _binary(gray, dark_text=_dark_text(gray), block=block)]
+
+
+def _dark_text(gray: np.ndarray) -> bool:
+    """Whether the crop's letters are darker than their background: the letters are the Otsu class
+    that covers less of the crop."""
+    level, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    return bool((gray <= level).mean() < 0.5)

@@ -1,9 +1,13 @@
 """Reads of the version chain: which images are a run's versions, and the refinements users may see."""
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from django.core.cache import cache
+from PIL import Image as PILImage
 
 from imagegen.models import Image, Run
 
+from . import ocr
 from .models import Refinement
 
 
@@ -63,3 +67,16 @@ def refinement_record(*, refinement: Refinement, model: str | None = None) -> di
         "seed": refinement.seed,
         "model": model or refinement.model,
     }
+
+
+def image_text_lines(*, image: Image) -> list[dict]:
+    """The lines of text OCR finds in the image ([{"bbox", "text", "confidence"}]), remembered by
+    the image's content: the drawer asks again each time its Text tab opens."""
+    key = f"ocr-lines:{image.sha256}"
+    lines = cache.get(key)
+    if lines is None:
+        with image.file.open("rb") as file:
+            picture = PILImage.open(file).convert("RGB")
+        lines = [{**asdict(line), "bbox": list(line.bbox)} for line in ocr.detect_lines(picture)]
+        cache.set(key, lines, timeout=24 * 3600)
+    return lines

@@ -17,6 +17,7 @@ urlpatterns = [
     path("refinements/<uuid:job_id>/cancel/", imagegen_views.job_cancel, name="cancel"),
     path("api/v1/runs/<uuid:run_id>/refine", api.refine, name="api_refine"),
     path("api/v1/uploads", api.upload_reference, name="api_uploads"),
+    path("api/v1/images/<uuid:image_id>/text", api.image_text, name="api_image_text"),
     path("api/v1/refinements/<uuid:job_id>", api.refinement_detail, name="api_refinement"),
     path("api/v1/refinements/<uuid:job_id>/cancel", imagegen_api.job_cancel, name="api_cancel"),
 ]

@@ -10,10 +10,11 @@ from .base import Plan, Stage, StageInput, StageOutput, StepCallback
 from .general import GeneralRefinement
 from .region import RegionalRefinement
 from .subject import SubjectRepair
+from .text import TextRepair
 
-# The modes built so far, by type.
+# Every mode, by type.
 STAGES: dict[str, Stage] = {
-    stage.type: stage for stage in (GeneralRefinement(), RegionalRefinement(), SubjectRepair())
+    stage.type: stage for stage in (GeneralRefinement(), RegionalRefinement(), SubjectRepair(), TextRepair())
 }
 
 __all__ = ["STAGES", "Plan", "Stage", "StageInput", "StageOutput", "StepCallback"]

@@ -76,3 +76,11 @@ class Stage:
             strength=request.strength,
             extra=extra,
         )
+
+
+def counting_from(done: int, total: int, on_step: StepCallback | None) -> StepCallback | None:
+    """The step callback of one pass of a mode that samples several times, reporting the steps of
+    the whole refinement (`done` before this pass, `total` in all)."""
+    if on_step is None:
+        return None
+    return lambda step, _pass_total, preview: on_step(done + step, total, preview)

@@ -6,7 +6,7 @@ from dataclasses import replace
 from imagegen.engine import GenerationRequest
 
 from ..editing import Rect
-from .base import Stage, StageInput, StageOutput
+from .base import Stage, StageInput, StageOutput, counting_from
 from .masked import MASKED_PARAMETERS, repaint_rectangle
 
 # Creativity 1/2/3 → strength: inside a rectangle the model may change more than over the whole image.
@@ -35,7 +35,7 @@ class RegionalRefinement(Stage):
                 seed=given.seed + index,
                 strength=plan.strength,
             )
-            on_step = _counting_from(index * per_rectangle, plan.total_steps, given.on_step)
+            on_step = counting_from(index * per_rectangle, plan.total_steps, given.on_step)
             image, result = repaint_rectangle(
                 engine, image, Rect.from_bbox(mask["bbox"]), request, on_step=on_step, preview_every=given.preview_every
             )
@@ -47,10 +47,3 @@ class RegionalRefinement(Stage):
             extra=MASKED_PARAMETERS,
         )
         return StageOutput(image=image, parameters=parameters)
-
-
-def _counting_from(done: int, total: int, on_step):
-    """The step callback of one pass, reporting steps of the whole refinement."""
-    if on_step is None:
-        return None
-    return lambda step, _pass_total, preview: on_step(done + step, total, preview)

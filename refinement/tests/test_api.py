@@ -70,6 +70,7 @@ def test_refine_answers_201_with_the_new_version_and_where_to_follow_it(client, 
         "payload": {"prompt": "warmer light"},
         "error": "",
         "result": None,
+        "checks": [],
     }
 
 
@@ -126,7 +127,37 @@ def test_cancel_any_refinement_of_ones_own(client, token, run):
     [
         ({"type": "paint", "payload": {"prompt": "x"}}, "type", "Select a valid choice"),
         ({"payload": {"prompt": "x"}}, "type", "This field is required."),
-        ({"type": "text", "payload": {"corrections": []}}, "type", "Text repair is not available yet."),
+        ({"type": "text", "payload": {}}, "payload.corrections", "Give at least one correction"),
+        (
+            {"type": "text", "payload": {"corrections": [{"bbox": [0, 0, 8, 8], "text": "x"}] * 21}},
+            "payload.corrections",
+            "At most 20 corrections (got 21).",
+        ),
+        (
+            {"type": "text", "payload": {"corrections": [{"bbox": [0, 0, 8, 8], "text": " "}]}},
+            "payload.corrections",
+            "Correction 1 needs its text",
+        ),
+        (
+            {"type": "text", "payload": {"corrections": [{"bbox": [0, 0, 8, 8], "text": "x" * 201}]}},
+            "payload.corrections",
+            "Correction 1's text is longer than 200 characters.",
+        ),
+        (
+            {"type": "text", "payload": {"corrections": [{"bbox": [0, 0, 3, 10], "text": "x"}]}},
+            "payload.corrections",
+            "Correction 1 is 3×10 pixels: its width and height must be at least 4 pixels.",
+        ),
+        (
+            {"type": "text", "payload": {"corrections": [{"bbox": [60, 0, 8, 8], "text": "x"}]}},
+            "payload.corrections",
+            "Correction 1 [60, 0, 8, 8] reaches outside the image (64×64).",
+        ),
+        (
+            {"type": "text", "payload": {"corrections": [{"bbox": [0, 0, 8, 8], "prompt": "x"}]}},
+            "payload.corrections",
+            "unknown field: prompt",
+        ),
         ({"type": "region", "payload": {}}, "payload.masks", "Draw at least one rectangle."),
         ({"type": "region", "payload": {"masks": []}}, "payload.masks", "Draw at least one rectangle."),
         ({"type": "region", "payload": {"masks": "[1"}}, "payload.masks", "Must be JSON."),

@@ -131,11 +131,12 @@ def test_refinements_count_against_the_daily_quota(settings):
     assert Refinement.objects.count() == 1
 
 
-def test_a_mode_not_built_yet_fails_readably_on_the_worker():
+def test_a_mode_this_worker_does_not_know_fails_readably():
+    # A refinement of a mode from a newer version of the studio, reaching an older worker.
     run = finished_run()
-    refinement = refinement_of(run, type=Refinement.Type.TEXT, payload={"corrections": []}, total_steps=1)
+    refinement = refinement_of(run, type="sketch", payload={"strokes": []}, total_steps=1)
     refinement = execute(refinement)
-    assert (refinement.status, refinement.error) == (JobStatus.FAILED, "Text repair is not available yet.")
+    assert (refinement.status, refinement.error) == (JobStatus.FAILED, "sketch is not available yet.")
     assert refinement.result is None
 
 
