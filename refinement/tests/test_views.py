@@ -159,3 +159,41 @@ def test_a_version_downloads_under_its_run_and_number(user_client):
     v2 = succeeded_refinement(run)
     response = user_client.get(f"/images/{v2.result.pk}?download")
     assert response["Content-Disposition"] == f'attachment; filename="{run.pk}-v2.png"'
+
+
+def test_text_repairs_checks_show_on_the_card_and_in_the_drawers_log(user_client):
+    run = finished_run(owner=user_client.user)
+    checks = [
+        {
+            "bbox": [4, 4, 40, 12],
+            "text": "OPENING",
+            "read": "OPENING",
+            "exact": True,
+            "ned": 1.0,
+            "verified": True,
+            "reason": "",
+            "method": "render",
+            "font": "DejaVu Sans Bold",
+            "size": 14,
+            "was": "OPENNING",
+        },
+        {
+            "bbox": [4, 30, 40, 12],
+            "text": "Summer",
+            "read": "Sumner",
+            "exact": False,
+            "ned": 0.83,
+            "verified": False,
+            "reason": "it reads differently",
+            "method": "render",
+            "font": "DejaVu Serif",
+            "size": 12,
+            "was": "Sumer",
+        },
+    ]
+    refinement = succeeded_refinement(run, type="text", report={"checks": checks}, payload={"corrections": []})
+    page = user_client.get(f"/runs/{run.pk}/").content.decode()
+    assert "✓ Verified</strong>: reads “OPENING”" in page
+    assert "✗ Not verified</strong>: “Summer” reads “Sumner” (it reads differently)" in page
+    live = user_client.get(f"/refinements/{refinement.pk}/live/").content.decode()
+    assert f'id="{refinement.dom_id}-log-checks" hx-swap-oob="true"' in live and "✓ Verified" in live
