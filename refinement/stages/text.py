@@ -84,6 +84,8 @@ class TextRepair(Stage):
         reason = "" if exact else ("the text does not fit in the image" if not drawn.fits else "it reads differently")
         check = {
             "bbox": list(bbox),
+            # Where the repair drew: the box, the old letters and the new ones ([x, y, w, h]).
+            "area": list(area),
             "text": text,
             "read": reading.text,
             "exact": exact,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
 from websockets.sync.client import connect
 
 from imagegen import services
@@ -192,3 +193,39 @@ def test_subject_repair_with_an_uploaded_reference_and_a_box(stack):
     assert np.array_equal(v2[~reach], v1[~reach]) and (v2[30:70, 30:80] != v1[30:70, 30:80]).any()
     _, png = api(stack, "GET", run["versions"][1]["url"], token)
     assert "Reference: reference-only 0.5" in read_png_parameters(png)
+
+
+def test_text_repair_finds_the_text_rewrites_it_and_says_it_reads_right(stack):
+    token = services.api_token_create(username="text-user")
+    sign = PILImage.new("RGB", (640, 240), (236, 232, 220))
+    ImageDraw.Draw(sign).text(
+        (30, 60),
+        "GRAND OPENNING",
+        font=ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 44),
+        fill=(160, 20, 20),
+    )
+    photo = io.BytesIO()
+    sign.save(photo, format="PNG")
+    _, imported = post_file(stack, token, "/api/v1/imports", "image", photo.getvalue())
+    lines = fetch(stack, token, f"/api/v1/images/{imported['image_id']}/text")["lines"]
+    assert [line["text"] for line in lines] == ["GRAND OPENNING"]
+    correction = {"bbox": lines[0]["bbox"], "text": "GRAND OPENING"}
+    accepted = refine(
+        stack, token, imported["run_id"], type="text", payload={"corrections": [correction]}, creativity=1
+    )
+    events = events_until_closed(accepted["ws_url"], token)
+    assert events[-1]["type"] == "job.result"
+    detail = fetch(stack, token, accepted["status_url"])
+    (check,) = detail["checks"]
+    assert (check["read"], check["verified"], check["font"], check["size"]) == (
+        "GRAND OPENING",
+        True,
+        "DejaVu Sans Bold",
+        44,
+    )
+    _, png = api(stack, "GET", detail["result"]["url"], token)
+    assert (
+        fetch(stack, token, f"/api/v1/images/{detail['result']['image_id']}/text")["lines"][0]["text"]
+        == "GRAND OPENING"
+    )
+    assert "Verified: 1/1" in read_png_parameters(png)

@@ -150,3 +150,80 @@ def test_subject_repair_follows_the_reference_and_keeps_outside_its_box(engine):
         != np.asarray(parent)[inside(parent.size, [20, 30, 40, 30])]
     ).any()
     assert "Inpaint area: Only masked" in boxed.parameters
+
+
+def misspelt_sign() -> tuple[Image.Image, list[dict]]:
+    """A light sign with two misspelt lines, and the corrections a user would type."""
+    from PIL import ImageDraw, ImageFont
+
+    image = noise_image((640, 280), seed=9).point(lambda value: 200 + value // 10)  # light, slightly noisy
+    draw = ImageDraw.Draw(image)
+    fonts = "/usr/share/fonts/truetype/"
+    draw.text(
+        (30, 40),
+        "GRAND OPENNING",
+        font=ImageFont.truetype(fonts + "dejavu/DejaVuSans-Bold.ttf", 44),
+        fill=(170, 20, 20),
+    )
+    draw.text(
+        (40, 170),
+        "Sumer Sale",
+        font=ImageFont.truetype(fonts + "liberation/LiberationSerif-Regular.ttf", 36),
+        fill=(20, 20, 60),
+    )
+    from refinement.ocr import detect_lines
+
+    lines = detect_lines(image)
+    assert [line.text for line in lines] == ["GRAND OPENNING", "Sumer Sale"]
+    corrections = [
+        {"bbox": list(lines[0].bbox), "text": "GRAND OPENING"},
+        {"bbox": list(lines[1].bbox), "text": "Summer Sale"},
+    ]
+    return image, corrections
+
+
+def text_repair(engine, image, corrections, creativity=1, steps=None, instructions=None):
+    payload = {"corrections": corrections, **({"instructions": instructions} if instructions else {})}
+    on_step = (lambda step, total, preview: steps.append((step, total))) if steps is not None else None
+    return STAGES["text"].run(
+        engine, StageInput(parent=image, payload=payload, creativity=creativity, seed=3, on_step=on_step)
+    )
+
+
+def test_text_repair_reads_right_without_any_model_and_changes_nothing_far_from_the_text():
+    image, corrections = misspelt_sign()
+    steps: list[tuple[int, int]] = []
+    output = text_repair(None, image, corrections, steps=steps)  # creativity 1 needs no engine
+    assert steps == [(1, 2), (2, 2)]
+    assert [(c["read"], c["verified"], c["method"]) for c in output.report["checks"]] == [
+        ("GRAND OPENING", True, "render"),
+        ("Summer Sale", True, "render"),
+    ]
+    first = output.report["checks"][0]
+    assert (first["font"], first["size"], first["was"]) == ("DejaVu Sans Bold", 44, "GRAND OPENNING")
+    assert "Verified: 2/2" in output.parameters and "Model: none" in output.parameters
+    # Beyond 32 px of each box and its new text, every pixel is the parent's.
+    reach = np.zeros((280, 640), bool)
+    for check in output.report["checks"]:
+        for x, y, w, h in (check["bbox"],):
+            reach[max(0, y - 32) : y + h + 32, max(0, x - 32) : x + w + 32 + 60] = True  # the new text may run right
+    assert np.array_equal(np.asarray(output.image)[~reach], np.asarray(image)[~reach])
+
+
+def test_text_repair_blends_with_a_model_and_keeps_the_drawn_text_when_that_reads_better(engine):
+    image, corrections = misspelt_sign()
+    steps: list[tuple[int, int]] = []
+    output = text_repair(engine, image, corrections[:1], creativity=2, steps=steps, instructions="painted letters")
+    assert steps == [(step, 5) for step in range(1, 6)]  # drawing, then int(30 × 0.15) blend steps
+    (check,) = output.report["checks"]
+    assert check["verified"] and check["read"] == "GRAND OPENING"
+    assert check["method"] in ("render", "blend")  # the tiny model's blend is noise: the drawn text wins
+    assert "Denoising strength: 0.15" in output.parameters and "painted letters" in output.parameters
+
+
+def test_a_correction_that_cannot_fit_is_reported_not_verified():
+    image, corrections = misspelt_sign()
+    long = [{"bbox": corrections[1]["bbox"], "text": ("Summer Sale " * 16).strip()}]  # ~190 characters
+    (check,) = text_repair(None, image, long).report["checks"]
+    assert not check["verified"] and not check["exact"] and check["ned"] < 1
+    assert check["reason"] == "the text does not fit in the image" and check["size"] == 8
