@@ -16,7 +16,7 @@ test: setup
 
 # Every figure of the README's Performance section; each script prints one line and writes
 # bench/results/<name>.json. BENCH_ARGS=--quick for a short run.
-BENCHMARKS := overhead strength memory latency web_load uploads region gpu
+BENCHMARKS := overhead strength memory latency web_load uploads region text_repair gpu
 bench: setup
 	@for name in $(BENCHMARKS); do $(BIN)/python -m bench.$$name $(BENCH_ARGS) || exit 1; done
 
