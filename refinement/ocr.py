@@ -29,6 +29,8 @@ MIN_WORD_CONFIDENCE = 55
 SMALL_TEXT = 32
 # A line read at least this surely (and not small) is not read a second time.
 SURE = 90
+# Lines lower than this are texture read as letters, not text anyone could read.
+MIN_LINE_HEIGHT = 6
 _pool = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="ocr")
 
 
@@ -151,6 +153,8 @@ def detect_lines(image: Image.Image) -> list[Line]:
     lines, unsure = [], []
     for group in _groups(found):
         box = _tightened(gray, _union(line.bbox for line in group))
+        if box[3] < MIN_LINE_HEIGHT:
+            continue
         surest = max(group, key=lambda line: (line.bbox[2], line.confidence))
         agreed = len({line.text for line in group}) == 1 and surest.bbox == box
         if not (agreed and surest.confidence >= SURE and box[3] >= SMALL_TEXT):

@@ -14,7 +14,7 @@ from imagegen.services import QuotaExceededError
 from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
-from .forms import MAX_RECTANGLES, PAYLOAD_FORMS, PayloadForm, RefineForm, mode_available
+from .forms import MAX_CORRECTIONS, MAX_RECTANGLES, MIN_TEXT_BOX, PAYLOAD_FORMS, PayloadForm, RefineForm, mode_available
 from .models import Refinement
 from .selectors import Version
 from .stages import STAGES
@@ -67,7 +67,12 @@ def drawer_tabs(run: Run, parent: Version, submitted: RefineForm | None = None, 
 
 def drawer_context(run: Run, parent: Version, tabs: list[DrawerTab]) -> dict:
     # The limits the page checks before the server does (the server checks them again).
-    limits = {"max_upload_bytes": MAX_UPLOAD_BYTES, "max_rectangles": MAX_RECTANGLES}
+    limits = {
+        "max_upload_bytes": MAX_UPLOAD_BYTES,
+        "max_rectangles": MAX_RECTANGLES,
+        "max_corrections": MAX_CORRECTIONS,
+        "min_text_box": MIN_TEXT_BOX,
+    }
     return {"run": run, "parent": parent, "tabs": tabs, **limits}
 
 

@@ -29,8 +29,8 @@ def test_refine_v1_into_v2_and_v2_into_v3_without_a_reload(stack, page):
     expect(drawer).to_contain_text("Refine v1")
     expect(page.get_by_role("tab", name="General")).to_have_attribute("aria-selected", "true")
     page.get_by_role("tab", name="Text repair").click()
-    expect(page.locator("#panel-text")).to_contain_text("Not available yet.")
-    expect(page.locator("#panel-text button")).to_be_disabled()
+    expect(page.locator("#panel-general")).to_be_hidden()
+    expect(page.locator("#panel-text [data-rect-editor]")).to_be_visible()  # its own editor, OCR's boxes on it
     page.get_by_role("tab", name="General").click()
     page.fill("textarea[name=general-prompt]", "the same lighthouse at dusk")
     page.locator("#panel-general label.choice", has_text="Strong").click()

@@ -7,18 +7,42 @@
 // change rewrites the payload form's hidden input, which is what the form posts:
 //   data-mode="many": up to data-max rectangles, each with a prompt, as
 //                     [{"bbox": [x, y, w, h], "prompt": "…"}, …] (region-masks);
-//   data-mode="one":  one optional box without a prompt, as [x, y, w, h] or "" (subject-bbox).
-// The editor starts from that input's value, so a form that comes back with errors keeps them.
+//   data-mode="one":  one optional box without a prompt, as [x, y, w, h] or "" (subject-bbox);
+//   data-mode="text": text repair. The lines OCR finds (GET data-text-url, once the tab is shown)
+//                     become boxes with the text that was read, to correct; more boxes can be
+//                     drawn around text OCR missed. Only the lines whose text was changed and the
+//                     drawn boxes that have text are written, up to data-max of them, as
+//                     [{"bbox": [x, y, w, h], "text": "…"}, …] (text-corrections).
+// The editor starts from that input's value, so a form that comes back with errors keeps them (in
+// text mode, a posted box that is one of the lines OCR finds takes that line's place).
 (() => {
   "use strict";
 
   // A pointer drag shorter than this (screen pixels, either way) is a click, not a rectangle.
   const MIN_DRAG = 4;
+  // A box's number sits above it in text mode (inside, it would hide the first letters), or below
+  // it when there is no room above (screen pixels).
+  const NUMBER_ROOM = 30;
+  // A posted box that shares this much of itself or of an OCR line with the line is that line
+  // (moved or resized a little, or made looser around it).
+  const SAME_LINE = 0.6;
   const SIDES = ["x", "y", "w", "h"];
   const SIDE_NAMES = { x: "x", y: "y", w: "width", h: "height" };
   const CORNERS = ["nw", "ne", "sw", "se"];
 
   const clamp = (value, low, high) => Math.min(Math.max(value, low), high);
+  const capitalised = (word) => word[0].toUpperCase() + word.slice(1);
+  const isBox = (bbox) => Array.isArray(bbox) && bbox.length === 4 && bbox.every(Number.isFinite);
+  const sameBox = (a, b) => a.x === b.x && a.y === b.y && a.w === b.w && a.h === b.h;
+
+  // How much the smaller of two rectangles lies inside the other: 1 when one holds the other, 0
+  // for two apart.
+  function overlap(a, b) {
+    const w = Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x);
+    const h = Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y);
+    if (w <= 0 || h <= 0) return 0;
+    return (w * h) / Math.min(a.w * a.h, b.w * b.h);
+  }
 
   function element(tag, attributes = {}, ...children) {
     const node = document.createElement(tag);
@@ -38,9 +62,13 @@
     constructor(root) {
       this.root = root;
       this.single = root.dataset.mode === "one";
+      this.text = root.dataset.mode === "text";
+      this.noun = this.text ? "box" : "rectangle";
       this.width = Number(root.dataset.width);
       this.height = Number(root.dataset.height);
       this.max = this.single ? 1 : Number(root.dataset.max) || 8;
+      this.minSide = Number(root.dataset.minSide) || 1;
+      this.maxLength = Number(root.dataset.maxLength) || 0;
       this.input = root.querySelector(`input[name="${root.dataset.field}"]`);
       this.surface = root.querySelector("[data-rect-surface]");
       this.layer = root.querySelector("[data-rect-layer]");
@@ -67,9 +95,23 @@
 
       this.render();
       this.write();
+
+      if (this.text) {
+        this.status = root.querySelector("[data-text-status]");
+        this.readAgain = root.querySelector("[data-read-text]");
+        this.readAgain.addEventListener("click", () => this.readText());
+        this.textRead = false;
+        this.whenShown(() => this.readText());
+      }
     }
 
     // --- State: rectangles in image pixels, read from and written to the hidden input. ---
+
+    // What a new rectangle carries besides its box. In text mode `original` is what OCR read
+    // (null for a box the user drew), so that an unchanged line is not sent.
+    blank() {
+      return this.text ? { text: "", original: null } : { prompt: "" };
+    }
 
     read() {
       let value = null;
@@ -80,47 +122,84 @@
       }
       const items = this.single ? (value ? [{ bbox: value }] : []) : (Array.isArray(value) ? value : []);
       return items
-        .filter((item) => Array.isArray(item?.bbox) && item.bbox.length === 4 && item.bbox.every(Number.isFinite))
+        .filter((item) => isBox(item?.bbox))
         .slice(0, this.max)
         .map((item) => {
           const [x, y, w, h] = item.bbox;
-          return this.fitted({ x, y, w, h, prompt: typeof item.prompt === "string" ? item.prompt : "" });
+          const words = this.text
+            ? { text: typeof item.text === "string" ? item.text : "", original: null }
+            : { prompt: typeof item.prompt === "string" ? item.prompt : "" };
+          return this.fitted({ x, y, w, h, ...words });
         });
     }
 
-    write() {
-      const boxes = this.rects.map((rect) => [rect.x, rect.y, rect.w, rect.h]);
-      if (this.single) this.input.value = boxes.length ? JSON.stringify(boxes[0]) : "";
-      else this.input.value = boxes.length ? JSON.stringify(this.rects.map((rect, index) => ({ bbox: boxes[index], prompt: rect.prompt }))) : "";
+    // Text mode: whether a box is posted. An OCR line once its text is changed, a drawn box once
+    // it has text (a blank one keeps the form from submitting: see showState).
+    sent(rect) {
+      const text = rect.text.trim();
+      return Boolean(text) && (rect.original === null || text !== rect.original.trim());
     }
 
-    // Whole pixels, inside the image, at least 1×1. An x or y pushed too far shrinks the width or
-    // height (so typing x then width works), rather than moving the rectangle back.
+    write() {
+      const bbox = (rect) => [rect.x, rect.y, rect.w, rect.h];
+      let value;
+      if (this.single) value = this.rects.length ? bbox(this.rects[0]) : null;
+      else if (this.text) value = this.rects.filter((rect) => this.sent(rect)).map((rect) => ({ bbox: bbox(rect), text: rect.text.trim() }));
+      else value = this.rects.map((rect) => ({ bbox: bbox(rect), prompt: rect.prompt }));
+      this.input.value = value && value.length ? JSON.stringify(value) : "";
+    }
+
+    // Whole pixels, inside the image, at least data-min-side (1) each way. An x or y pushed too
+    // far shrinks the width or height (so typing x then width works), rather than moving the
+    // rectangle back.
     fitted(rect) {
-      const x = clamp(Math.round(rect.x) || 0, 0, this.width - 1);
-      const y = clamp(Math.round(rect.y) || 0, 0, this.height - 1);
-      const w = clamp(Math.round(rect.w) || 1, 1, this.width - x);
-      const h = clamp(Math.round(rect.h) || 1, 1, this.height - y);
+      const min = this.minSide;
+      const x = clamp(Math.round(rect.x) || 0, 0, this.width - min);
+      const y = clamp(Math.round(rect.y) || 0, 0, this.height - min);
+      const w = clamp(Math.round(rect.w) || min, min, this.width - x);
+      const h = clamp(Math.round(rect.h) || min, min, this.height - y);
       return { ...rect, x, y, w, h };
     }
 
+    // What counts against data-max: every rectangle; in text mode only what will be sent, and the
+    // drawn boxes still waiting for their text (unchanged lines cost nothing).
+    get used() {
+      return this.text ? this.rects.filter((rect) => rect.original === null || this.sent(rect)).length : this.rects.length;
+    }
+
     get full() {
-      return !this.single && this.rects.length >= this.max;
+      return !this.single && this.used >= this.max;
+    }
+
+    limitNote() {
+      if (!this.text) return `At most ${this.max} rectangles: delete one to draw another.`;
+      if (this.used > this.max) {
+        return `${this.used} corrections: at most ${this.max} can be sent at once; undo some changes or delete some boxes.`;
+      }
+      return `At most ${this.max} corrections at once: undo a change or delete a box to draw another.`;
     }
 
     // --- Rendering: boxes on the image (for the eye) and rows in the list (for everyone). ---
 
     render() {
+      const focus = this.focusedField();
       this.layer.replaceChildren(...this.rects.map((rect, index) => this.box(index)));
       this.list.replaceChildren(...this.rects.map((rect, index) => this.row(index)));
-      this.rects.forEach((rect, index) => this.place(index));
+      this.rects.forEach((rect, index) => {
+        this.place(index);
+        if (this.text) this.showState(index);
+      });
+      this.showLimits();
+      if (focus) this.refocus(focus);
+    }
+
+    showLimits() {
       this.addButton.hidden = this.single && this.rects.length > 0;
       this.addButton.disabled = this.full;
       if (this.clearButton) this.clearButton.hidden = !this.rects.length;
       this.surface.classList.toggle("full", this.full);
-      this.note.textContent = this.full
-        ? `At most ${this.max} rectangles: delete one to draw another.`
-        : this.hint;
+      const note = this.full ? this.limitNote() : this.hint;
+      if (this.note.textContent !== note) this.note.textContent = note;  // the note is live: say it once
     }
 
     box(index) {
@@ -131,33 +210,75 @@
     }
 
     row(index) {
-      const name = this.single ? "Box" : `Rectangle ${index + 1}`;
+      const number = index + 1;
+      const name = this.single ? "Box" : `${capitalised(this.noun)} ${number}`;
       const row = element("li", { className: "rect-row", "data-index": index });
       if (!this.single) {
-        row.append(element("span", { className: "rect-number", "aria-hidden": "true" }, String(index + 1)));
+        row.append(element("span", { className: "rect-number", "aria-hidden": "true" }, String(number)));
       }
       const fields = element("div", { className: "rect-fields" });
-      if (!this.single) {
-        const prompt = element("input", { type: "text", "data-prompt": "", autocomplete: "off", placeholder: "What should it become?" });
+      if (this.text) {
+        fields.append(...this.textFields(index));
+      } else if (!this.single) {
+        const prompt = element("input", { type: "text", "data-words": "", autocomplete: "off", placeholder: "What should it become?" });
         prompt.value = this.rects[index].prompt;
-        fields.append(element("label", { className: "rect-prompt" }, element("span", {}, "Prompt", hiddenText(` for rectangle ${index + 1}`)), prompt));
+        fields.append(element("label", { className: "rect-prompt" }, element("span", {}, "Prompt", hiddenText(` for rectangle ${number}`)), prompt));
       }
       const numbers = element("div", { className: "rect-numbers" });
       for (const side of SIDES) {
         const horizontal = side === "x" || side === "w";
         const size = horizontal ? this.width : this.height;
+        const position = side === "x" || side === "y";
         const input = element("input", {
           type: "number", inputmode: "numeric", step: 1, "data-side": side,
-          min: side === "x" || side === "y" ? 0 : 1, max: side === "x" || side === "y" ? size - 1 : size,
+          min: position ? 0 : this.minSide, max: position ? size - this.minSide : size,
         });
         numbers.append(element("label", {}, element("span", {}, hiddenText(`${name} `), SIDE_NAMES[side]), input));
       }
       fields.append(numbers);
       row.append(fields);
       if (!this.single) {
-        row.append(element("button", { type: "button", className: "icon-button rect-delete", "data-delete-rect": "", "aria-label": `Delete rectangle ${index + 1}` }, "✕"));
+        row.append(element("button", { type: "button", className: "icon-button rect-delete", "data-delete-rect": "", "aria-label": `Delete ${this.noun} ${number}` }, "✕"));
       }
       return row;
+    }
+
+    // Text mode: the text to write in box `index` (prefilled with what OCR read), and whether it
+    // will be sent (filled in by showState).
+    textFields(index) {
+      const number = index + 1;
+      const stateId = `${this.input.id}-state-${number}`;
+      const input = element("input", {
+        type: "text", "data-words": "", autocomplete: "off", spellcheck: "true",
+        placeholder: "What should it say?", "aria-describedby": stateId,
+      });
+      if (this.maxLength) input.maxLength = this.maxLength;
+      input.value = this.rects[index].text;
+      const label = element("label", { className: "rect-text" }, element("span", {}, "Text", hiddenText(` for box ${number}`)), input);
+      return [label, element("p", { className: "rect-state", id: stateId, "data-state": "" })];
+    }
+
+    // Text mode: whether box `index` will be sent, on the image and in its row. A blank text
+    // keeps the form from submitting (the browser says why), rather than quietly sending less.
+    showState(index) {
+      const rect = this.rects[index];
+      const sent = this.sent(rect);
+      const box = this.layer.children[index];
+      const row = this.list.children[index];
+      box.classList.toggle("sent", sent);
+      row.classList.toggle("sent", sent);
+      const text = rect.text.trim();
+      const read = rect.original === null ? null : `OCR read “${rect.original}”`;
+      let state;
+      if (!text) state = read ? `${read}: type what it should say, or delete the box.` : "Drawn box: type what it should say.";
+      else if (rect.original === null) state = "Drawn box: its text will be written.";
+      else if (sent) state = `${read}: will be rewritten.`;
+      else {
+        const sure = Number.isFinite(rect.confidence) ? ` (${Math.round(rect.confidence)}% sure)` : "";
+        state = `As OCR read it${sure}: unchanged, so left as it is.`;
+      }
+      row.querySelector("[data-state]").textContent = state;
+      row.querySelector("[data-words]").setCustomValidity(text ? "" : `Type what box ${index + 1} should say, or delete it.`);
     }
 
     // Moves box `index` to its rectangle and shows its numbers, except in the field being typed in.
@@ -168,19 +289,49 @@
       box.style.top = `${(rect.y / this.height) * 100}%`;
       box.style.width = `${(rect.w / this.width) * 100}%`;
       box.style.height = `${(rect.h / this.height) * 100}%`;
+      if (this.text) {
+        // Shown size unknown while the tab is hidden: about the drawer's usual.
+        const shownHeight = this.surface.clientHeight || 300;
+        box.classList.toggle("number-below", (rect.y / this.height) * shownHeight < NUMBER_ROOM);
+      }
       for (const input of this.list.children[index].querySelectorAll("[data-side]")) {
         if (input !== document.activeElement) input.value = rect[input.dataset.side];
       }
     }
 
-    // --- The list: prompts, numbers, add and delete. ---
+    // Where focus is in the list (which rectangle, which field), so a re-render can put it back.
+    focusedField() {
+      const active = document.activeElement;
+      const row = active && this.list.contains(active) ? active.closest("[data-index]") : null;
+      if (!row) return null;
+      let field = "[data-delete-rect]";
+      if (active.dataset.side) field = `[data-side="${active.dataset.side}"]`;
+      else if (active.matches("[data-words]")) field = "[data-words]";
+      return { rect: this.rects[Number(row.dataset.index)], field, selection: [active.selectionStart, active.selectionEnd] };
+    }
+
+    refocus({ rect, field, selection }) {
+      const index = this.rects.indexOf(rect);
+      const input = index >= 0 ? this.list.children[index].querySelector(field) : null;
+      if (!input) return;
+      input.focus();
+      if (input.type === "text" && selection[0] !== null) input.setSelectionRange(...selection);
+    }
+
+    // --- The list: prompts (or texts), numbers, add and delete. ---
 
     edited(event, committed) {
       const row = event.target.closest("[data-index]");
       if (!row) return;
       const index = Number(row.dataset.index);
-      if (event.target.matches("[data-prompt]")) {
-        this.rects[index].prompt = event.target.value;
+      if (event.target.matches("[data-words]")) {
+        if (this.text) {
+          this.rects[index].text = event.target.value;
+          this.showState(index);
+          this.showLimits();
+        } else {
+          this.rects[index].prompt = event.target.value;
+        }
       } else if (event.target.matches("[data-side]")) {
         const value = event.target.valueAsNumber;
         if (Number.isFinite(value)) this.rects[index] = this.fitted({ ...this.rects[index], [event.target.dataset.side]: value });
@@ -193,9 +344,10 @@
 
     add() {
       if (this.full || (this.single && this.rects.length)) return;
-      // A quarter of the image, in its middle.
-      const w = Math.max(1, Math.round(this.width / 2)), h = Math.max(1, Math.round(this.height / 2));
-      this.rects.push(this.fitted({ x: (this.width - w) / 2, y: (this.height - h) / 2, w, h, prompt: "" }));
+      // In the middle: a quarter of the image, or in text mode a box the shape of a line.
+      const w = Math.max(1, Math.round(this.width / 2));
+      const h = Math.max(1, Math.round(this.height / (this.text ? 8 : 2)));
+      this.rects.push(this.fitted({ x: (this.width - w) / 2, y: (this.height - h) / 2, w, h, ...this.blank() }));
       this.changed();
       this.focusRow(this.rects.length - 1);
     }
@@ -216,6 +368,95 @@
 
     focusRow(index) {
       this.list.children[index]?.querySelector("input")?.focus();
+    }
+
+    // --- Text mode: the lines OCR finds, asked for once the tab is shown. ---
+
+    whenShown(callback) {
+      const hidden = this.root.closest("[hidden]");
+      if (!hidden) return callback();
+      const observer = new MutationObserver(() => {
+        if (this.root.closest("[hidden]")) return;
+        observer.disconnect();
+        callback();
+      });
+      observer.observe(hidden, { attributes: true, attributeFilter: ["hidden"] });
+    }
+
+    say(message) {
+      this.status.textContent = message;
+    }
+
+    async readText() {
+      if (this.reading || this.textRead) return;
+      this.reading = true;
+      // Asked again from its button: focus goes on from it, not to the page, once it is hidden.
+      const again = document.activeElement === this.readAgain;
+      this.readAgain.hidden = true;
+      this.root.classList.add("reading");
+      this.say("Reading the text…");
+      let lines = null, problem = "";
+      try {
+        const response = await fetch(this.root.dataset.textUrl, { credentials: "same-origin", headers: { Accept: "application/json" } });
+        const answer = await response.json().catch(() => ({}));
+        if (response.ok && Array.isArray(answer.lines)) lines = answer.lines;
+        else problem = (answer.error || `the server answered ${response.status}`).replace(/\.$/, "");
+      } catch {
+        problem = "check the connection";
+      } finally {
+        this.reading = false;
+        this.root.classList.remove("reading");
+      }
+      if (lines === null) {
+        this.say(`The text could not be read (${problem}). You can still draw a box around text, or press Add box.`);
+        this.readAgain.hidden = false;
+        if (again) this.readAgain.focus();
+        return;
+      }
+      this.textRead = true;
+      const found = this.merge(lines);
+      this.say(found
+        ? `Found ${found} ${found === 1 ? "line" : "lines"} of text: correct what is wrong; unchanged lines are left as they are.`
+        : "No text found: draw a box around the text to correct, or press Add box.");
+      if (again) (this.list.querySelector("[data-words]") || this.addButton).focus();
+    }
+
+    // The lines become boxes, top to bottom. A box already here (posted before an error, or drawn
+    // while OCR read) that is one of the lines, the same box or mostly the same, takes that line's
+    // place and keeps its box and text. Returns how many lines were found.
+    merge(lines) {
+      const found = lines
+        .filter((line) => isBox(line?.bbox) && typeof line.text === "string")
+        .map((line) => {
+          const [x, y, w, h] = line.bbox;
+          return this.fitted({ x, y, w, h, text: line.text, original: line.text, confidence: line.confidence });
+        });
+      const slots = [...found];
+      const free = (index) => slots[index] === found[index];
+      const take = (index, rect) => {
+        const line = found[index];
+        slots[index] = Object.assign(rect, { original: line.original, confidence: line.confidence });
+        if (!rect.text.trim()) rect.text = line.text;
+      };
+      const others = [];
+      for (const rect of this.rects) {
+        const same = found.findIndex((line, index) => free(index) && sameBox(line, rect));
+        if (same >= 0) take(same, rect);
+        else others.push(rect);
+      }
+      const drawn = [];
+      for (const rect of others) {
+        let best = -1, most = SAME_LINE;
+        found.forEach((line, index) => {
+          const shared = overlap(line, rect);
+          if (free(index) && shared >= most) [best, most] = [index, shared];
+        });
+        if (best >= 0) take(best, rect);
+        else drawn.push(rect);
+      }
+      this.rects = [...slots, ...drawn];
+      this.changed();
+      return found.length;
     }
 
     // --- The pointer: draw on the image, drag a box to move it, drag a corner to resize it. ---
@@ -253,7 +494,7 @@
         this.drag = { kind: "move", index, start: point, origin: { ...this.rects[index] } };
       } else {
         if (this.full) {
-          this.note.textContent = `At most ${this.max} rectangles: delete one to draw another.`;
+          this.note.textContent = this.limitNote();
           return;
         }
         this.drag = { kind: "draw", index: null, start: point, client: { x: event.clientX, y: event.clientY } };
@@ -275,7 +516,7 @@
           if (!far) return;
           drag.before = [...this.rects];
           if (this.single) this.rects = [];  // one box: drawing again replaces it
-          this.rects.push({ x: 0, y: 0, w: 1, h: 1, prompt: "" });
+          this.rects.push({ x: 0, y: 0, w: 1, h: 1, ...this.blank() });
           drag.index = this.rects.length - 1;
           this.render();
         }
@@ -307,16 +548,17 @@
         return;
       }
       this.changed();
-      // With a mouse, the new rectangle's prompt is ready for typing (a touch would pop a keyboard up).
-      if (!this.single && drag.pointerType !== "touch") this.list.children[drag.index]?.querySelector("[data-prompt]")?.focus();
+      // With a mouse, the new rectangle's prompt (or text) is ready for typing (a touch would pop a
+      // keyboard up).
+      if (!this.single && drag.pointerType !== "touch") this.list.children[drag.index]?.querySelector("[data-words]")?.focus();
     }
 
     // After a submission came back with an error about the rectangles, focus goes to them.
     focusError() {
       if (!this.root.querySelector(".rect-errors")) return;
       if (document.activeElement && document.activeElement !== document.body && document.contains(document.activeElement)) return;
-      const emptyPrompt = [...this.list.querySelectorAll("[data-prompt]")].find((input) => !input.value.trim());
-      (emptyPrompt || this.list.querySelector("input") || this.addButton).focus();
+      const blank = [...this.list.querySelectorAll("[data-words]")].find((input) => !input.value.trim());
+      (blank || this.list.querySelector("input") || this.addButton).focus();
     }
   }
 
