@@ -16,7 +16,6 @@ from imagegen.models import Image, Run
 from .editing import Rect
 from .models import DEFAULT_CREATIVITY, MAX_CREATIVITY, MIN_CREATIVITY, Refinement
 from .selectors import latest_version, version_of_image
-from .stages import STAGES
 
 CREATIVITY_LABELS = {1: "Subtle", 2: "Balanced", 3: "Strong"}
 MAX_RECTANGLES = 8
@@ -225,17 +224,13 @@ class TextPayloadForm(PayloadForm):
         return corrections
 
 
-# Each mode's payload form; a mode is offered once it has a stage (refinement.stages) and a form here.
+# Each mode's payload form (its stage is in refinement.stages).
 PAYLOAD_FORMS: dict[str, type[PayloadForm]] = {
     "general": GeneralPayloadForm,
     "region": RegionPayloadForm,
     "subject": SubjectPayloadForm,
     "text": TextPayloadForm,
 }
-
-
-def mode_available(refinement_type: str) -> bool:
-    return refinement_type in STAGES and refinement_type in PAYLOAD_FORMS
 
 
 class RefineForm(forms.Form):
@@ -255,13 +250,6 @@ class RefineForm(forms.Form):
     def __init__(self, *args, run: Run, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.run = run
-
-    def clean_type(self) -> str:
-        refinement_type = self.cleaned_data["type"]
-        if not mode_available(refinement_type):
-            label = Refinement.Type(refinement_type).label
-            raise ValidationError(f"{label} is not available yet.", code="not_available")
-        return refinement_type
 
     def clean_parent_image_id(self) -> Image | None:
         image_id = self.cleaned_data["parent_image_id"]

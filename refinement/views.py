@@ -14,7 +14,7 @@ from imagegen.services import QuotaExceededError
 from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
-from .forms import MAX_CORRECTIONS, MAX_RECTANGLES, MIN_TEXT_BOX, PAYLOAD_FORMS, PayloadForm, RefineForm, mode_available
+from .forms import MAX_CORRECTIONS, MAX_RECTANGLES, MIN_TEXT_BOX, PAYLOAD_FORMS, PayloadForm, RefineForm
 from .models import Refinement
 from .selectors import Version
 from .stages import STAGES
@@ -33,13 +33,13 @@ class DrawerTab:
     type: str
     label: str
     description: str
-    form: RefineForm | None  # None for a mode that is not built yet
-    payload_form: PayloadForm | None
+    form: RefineForm
+    payload_form: PayloadForm
 
     @property
     def strengths(self) -> str:
         """Creativity 1, 2, 3 as the strengths this mode uses ("0.30 · 0.50 · 0.75")."""
-        strengths = STAGES[self.type].strengths if self.form else {}
+        strengths = STAGES[self.type].strengths
         return " · ".join(f"{strengths[level]:.2f}" for level in sorted(strengths))
 
 
@@ -47,20 +47,18 @@ def drawer_tabs(run: Run, parent: Version, submitted: RefineForm | None = None, 
     """The four tabs; the submitted one keeps what was posted (and its errors)."""
     tabs = []
     for refinement_type, label in Refinement.Type.choices:
-        form = payload = None
-        if mode_available(refinement_type):
-            if submitted is not None and submitted.data.get("type") == refinement_type:
-                # What was posted comes back, rectangles and reference included, even when the
-                # error was in the fields every mode shares.
-                form = submitted
-                payload = payload_form or PAYLOAD_FORMS[refinement_type](submitted.data, prefix=refinement_type)
-            else:
-                form = RefineForm(
-                    initial={"type": refinement_type, "parent_image_id": parent.image.pk},
-                    run=run,
-                    auto_id=f"id_{refinement_type}_%s",
-                )
-                payload = PAYLOAD_FORMS[refinement_type](prefix=refinement_type)
+        if submitted is not None and submitted.data.get("type") == refinement_type:
+            # What was posted comes back, rectangles and reference included, even when the error
+            # was in the fields every mode shares.
+            form = submitted
+            payload = payload_form or PAYLOAD_FORMS[refinement_type](submitted.data, prefix=refinement_type)
+        else:
+            form = RefineForm(
+                initial={"type": refinement_type, "parent_image_id": parent.image.pk},
+                run=run,
+                auto_id=f"id_{refinement_type}_%s",
+            )
+            payload = PAYLOAD_FORMS[refinement_type](prefix=refinement_type)
         tabs.append(DrawerTab(refinement_type, label, MODE_DESCRIPTIONS[refinement_type], form, payload))
     return tabs
 
