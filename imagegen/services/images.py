@@ -19,19 +19,24 @@ def image_store(
     index: int = 0,
     format: str = "PNG",
 ) -> Image:
+    """Write the file, then its row; a row that cannot be stored takes its file with it."""
     stored_name = default_storage.save(name, ContentFile(data))
     width, height = size
-    return Image.objects.create(
-        owner=owner,
-        file=stored_name,
-        width=width,
-        height=height,
-        format=format,
-        sha256=Image.digest(data),
-        kind=kind,
-        run=run,
-        index=index,
-    )
+    try:
+        return Image.objects.create(
+            owner=owner,
+            file=stored_name,
+            width=width,
+            height=height,
+            format=format,
+            sha256=Image.digest(data),
+            kind=kind,
+            run=run,
+            index=index,
+        )
+    except BaseException:
+        default_storage.delete(stored_name)
+        raise
 
 
 def image_delete(*, image: Image) -> None:

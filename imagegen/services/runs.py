@@ -93,7 +93,6 @@ def run_import(*, owner, upload: "NormalisedImage") -> Run:
     Nothing is generated: no worker, no queue, and no claim on the daily quota.
     """
     name = f"uploads/{uuid.uuid4()}.png"
-    stored_image: Image | None = None
     try:
         with transaction.atomic():
             now = timezone.now()
@@ -112,7 +111,7 @@ def run_import(*, owner, upload: "NormalisedImage") -> Run:
                 started_at=now,
                 finished_at=now,
             )
-            stored_image = image_store(
+            image_store(
                 owner=owner,
                 data=upload.data,
                 kind=Image.Kind.UPLOAD,
@@ -122,8 +121,8 @@ def run_import(*, owner, upload: "NormalisedImage") -> Run:
                 index=0,
             )
     except BaseException:
-        # image_store writes the file before its row, so the file may exist even without the Image.
-        default_storage.delete(stored_image.file.name if stored_image else name)
+        # Whatever failed (the row, the commit), no file is left without its run.
+        default_storage.delete(name)
         raise
     return run
 

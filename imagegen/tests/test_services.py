@@ -136,6 +136,18 @@ def test_over_quota_creates_nothing(settings):
     assert not default_storage.exists("uploads") or not default_storage.listdir("uploads")[1]
 
 
+def test_an_image_whose_row_cannot_be_stored_leaves_no_file(monkeypatch):
+    def failing_create(**kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(Image.objects, "create", failing_create)
+    arguments = {"prompt": "fox", "steps": 2, "guidance_scale": 7.5, "width": 64, "height": 64}
+    with pytest.raises(RuntimeError):
+        services.run_create(owner=UserFactory(), init_upload=png_upload(), strength=0.5, **arguments)
+    assert not Run.objects.exists()
+    assert not default_storage.exists("uploads") or not default_storage.listdir("uploads")[1]
+
+
 def test_quota_override_per_user(settings):
     settings.IMAGEGEN_DAILY_QUOTA = 0
     owner = UserFactory()

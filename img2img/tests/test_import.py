@@ -211,13 +211,16 @@ def test_run_import_stores_nothing_when_it_fails(monkeypatch, media_root, fail_a
     real_image_store = runs.image_store
 
     def failing_image_store(**kwargs):
-        if fail_after_storing:
-            real_image_store(**kwargs)  # the file and its row are written, then the commit fails
-        else:
-            default_storage.save(kwargs["name"], io.BytesIO(kwargs["data"]))  # the file, but no row
+        real_image_store(**kwargs)  # the file and its row are written, then the commit fails
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr(runs, "image_store", failing_image_store)
+    def failing_create(**kwargs):
+        raise RuntimeError("the database went away")
+
+    if fail_after_storing:
+        monkeypatch.setattr(runs, "image_store", failing_image_store)
+    else:
+        monkeypatch.setattr(Image.objects, "create", failing_create)  # the file is written, its row is not
     with pytest.raises(RuntimeError):
         services.run_import(owner=UserFactory(), upload=normalise_upload(png().read()))
     assert nothing_stored(media_root)
