@@ -174,8 +174,6 @@ def version_json(request: HttpRequest, run: Run, version: Version) -> dict:
 def job_cancel(request: HttpRequest, job_id) -> JsonResponse:
     """Cancel any queued or running job of the user's: 200 when cancelled, 409 when it had already ended."""
     job = selectors.job_for_user(user=request.user, job_id=job_id)
-    if job is None:
-        raise Http404("No such job.")
     if not services.job_cancel(job=job):
         return error_response(f"The {job._meta.verbose_name} has already ended ({job.status}).", status=409)
     return JsonResponse({"job_id": str(job.pk), "status": job.status})

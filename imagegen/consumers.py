@@ -7,6 +7,7 @@ job exists.
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from django.http import Http404
 from django.template.loader import render_to_string
 
 from . import selectors
@@ -42,7 +43,10 @@ class JobEventsMixin:
 
     @database_sync_to_async
     def load_job(self, job_id) -> Job | None:
-        return selectors.job_for_user(user=self.scope["user"], job_id=job_id)
+        try:
+            return selectors.job_for_user(user=self.scope["user"], job_id=job_id)
+        except Http404:
+            return None
 
     async def reload_job(self) -> Job:
         # The job stays the user's, but it may have been deleted meanwhile: then keep what we had.

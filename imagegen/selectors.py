@@ -55,13 +55,13 @@ def run_for_user(*, user, run_id) -> Run:
     return run
 
 
-def job_for_user(*, user, job_id) -> Job | None:
-    """The user's job of any kind (a run, a refinement…) with this id; None for another user's or none."""
+def job_for_user(*, user, job_id) -> Job:
+    """The user's job of any kind (a run, a refinement…) with this id; another user's is missing too."""
     for model in job_models():
         job = model.objects.owned_by(user).filter(pk=job_id).first()
         if job is not None:
             return job
-    return None
+    raise Http404("No such job.")
 
 
 def image_for_user(*, user, image_id) -> Image:

@@ -7,7 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -88,12 +88,9 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
 @require_POST
 def run_variation(request: HttpRequest, run_id) -> HttpResponse:
     run = selectors.run_for_user(user=request.user, run_id=run_id)
-    if run.is_imported:
-        messages.error(request, services.NOTHING_TO_VARY)
-        return redirect("imagegen:run", run_id=run.pk)
     try:
         variation = services.run_variation_create(run=run)
-    except services.QuotaExceededError as refusal:
+    except (services.QuotaExceededError, services.NothingToVaryError) as refusal:
         messages.error(request, str(refusal))
         return redirect("imagegen:run", run_id=run.pk)
     return redirect("imagegen:run", run_id=variation.pk)
@@ -104,8 +101,6 @@ def run_variation(request: HttpRequest, run_id) -> HttpResponse:
 def job_cancel(request: HttpRequest, job_id) -> HttpResponse:
     """Cancel any of the user's jobs (a run, a refinement) from its card's Cancel button."""
     job = selectors.job_for_user(user=request.user, job_id=job_id)
-    if job is None:
-        raise Http404("No such job.")
     services.job_cancel(job=job)
     if request.htmx:
         return render(request, job.live_template, {"job": job, "oob": True})
@@ -128,8 +123,6 @@ def run_download(request: HttpRequest, run_id) -> HttpResponse:
 def job_live(request: HttpRequest, job_id) -> HttpResponse:
     """The live parts of any job's card, for pages that poll because they have no WebSocket."""
     job = selectors.job_for_user(user=request.user, job_id=job_id)
-    if job is None:
-        raise Http404("No such job.")
     return render(request, job.live_template, {"job": job, "oob": True})
 
 

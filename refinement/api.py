@@ -79,8 +79,6 @@ async def image_text(request: HttpRequest, image_id) -> JsonResponse:
 @api_view("GET")
 def refinement_detail(request: HttpRequest, job_id) -> JsonResponse:
     refinement = selectors.refinement_for_user(user=request.user, job_id=job_id)
-    if refinement is None:
-        raise Http404("No such refinement.")
     return JsonResponse(refinement_json(request, refinement))
 
 

@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass
 
 from django.core.cache import cache
+from django.http import Http404
 from PIL import Image as PILImage
 
 from imagegen.models import Image, Run
@@ -48,8 +49,13 @@ def refinements_of_run(*, run: Run):
     return run.refinements.select_related("parent_image", "result").order_by("version")
 
 
-def refinement_for_user(*, user, job_id) -> Refinement | None:
-    return Refinement.objects.owned_by(user).select_related("run", "parent_image", "result").filter(pk=job_id).first()
+def refinement_for_user(*, user, job_id) -> Refinement:
+    """The user's refinement; another user's is reported as missing so its existence does not leak."""
+    refinements = Refinement.objects.owned_by(user).select_related("run", "parent_image", "result")
+    refinement = refinements.filter(pk=job_id).first()
+    if refinement is None:
+        raise Http404("No such refinement.")
+    return refinement
 
 
 def refinement_record(*, refinement: Refinement, model: str | None = None) -> dict:

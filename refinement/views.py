@@ -115,7 +115,5 @@ def refine(request: HttpRequest, run_id) -> HttpResponse:
 def version_card(request: HttpRequest, job_id) -> HttpResponse:
     """One version's card, for a card that waits for its refinement to end (it polls this)."""
     refinement = selectors.refinement_for_user(user=request.user, job_id=job_id)
-    if refinement is None:
-        raise Http404("No such refinement.")
     context = {"refinement": refinement, "pending": True}
     return render(request, "refinement/partials/version.html#version-card", context)

@@ -18,16 +18,16 @@ from .jobs import (
     jobs_recover,
 )
 from .quota import QuotaExceededError, daily_quota, quota_claim
-from .runs import NOTHING_TO_VARY, run_create, run_execute, run_import, run_perform, run_variation_create
+from .runs import NothingToVaryError, run_create, run_execute, run_import, run_perform, run_variation_create
 from .workers import current_engine, engine_warm_up
 
 __all__ = [
-    "NOTHING_TO_VARY",
     "QUEUE_UNAVAILABLE",
     "UNEXPECTED_FAILURE",
     "WORKER_LOST",
     "Heartbeat",
     "JobOutcome",
+    "NothingToVaryError",
     "QuotaExceededError",
     "api_token_create",
     "api_tokens_revoke",

@@ -20,7 +20,9 @@ from .workers import current_engine
 if TYPE_CHECKING:
     from img2img.uploads import NormalisedImage
 
-NOTHING_TO_VARY = "An imported image has no settings to vary; refine it instead."
+
+class NothingToVaryError(ValueError):
+    """An imported run has no request to repeat; str() says so, in words a user reads."""
 
 
 def run_create(
@@ -130,10 +132,10 @@ def run_import(*, owner, upload: "NormalisedImage") -> Run:
 def run_variation_create(*, run: Run) -> Run:
     """The same request again (same init image and settings) with a new seed.
 
-    Raises ValueError (NOTHING_TO_VARY) for an imported run: it has no request to repeat.
+    Raises QuotaExceededError, or NothingToVaryError for an imported run.
     """
     if run.is_imported:
-        raise ValueError(NOTHING_TO_VARY)
+        raise NothingToVaryError("An imported image has no settings to vary; refine it instead.")
     return run_create(
         owner=run.owner,
         prompt=run.prompt,
