@@ -13,7 +13,7 @@ from refinement.selectors import Version, run_versions
 
 from . import selectors, services
 from .forms import ApiGenerateForm
-from .models import Job, Run
+from .models import Image, Job, Run
 from .progress import output_json
 from .routing import api_ws_path
 
@@ -148,13 +148,16 @@ def run_detail(request: HttpRequest, run_id) -> JsonResponse:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "parameters": selectors.run_parameters(run=run),
-            "outputs": [
-                {**output, "url": request.build_absolute_uri(output["url"])}
-                for output in map(output_json, run.outputs.all())
-            ],
+            "outputs": [image_json(request, image) for image in run.outputs.all()],
             "versions": [version_json(request, run, version) for version in run_versions(run=run)],
         }
     )
+
+
+def image_json(request: HttpRequest, image: Image) -> dict:
+    """An image as the API shows it: its id, its absolute URL and its size."""
+    output = output_json(image)
+    return {"image_id": str(image.pk), **output, "url": request.build_absolute_uri(output["url"])}
 
 
 def version_json(request: HttpRequest, run: Run, version: Version) -> dict:
@@ -162,8 +165,7 @@ def version_json(request: HttpRequest, run: Run, version: Version) -> dict:
     refinement = version.refinement
     return {
         "version": version.number,
-        "image_id": str(version.image.pk),
-        "url": request.build_absolute_uri(output_json(version.image)["url"]),
+        **image_json(request, version.image),
         "type": refinement.type if refinement else run.generation_type,
         "parent_version": version.parent_version,
         "job_id": str(refinement.pk if refinement else run.pk),

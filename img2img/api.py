@@ -4,8 +4,7 @@
 from django.http import HttpRequest, JsonResponse
 
 from imagegen import services
-from imagegen.api import api_view, bind_with_defaults, create_run_response, form_error_response
-from imagegen.progress import output_json
+from imagegen.api import api_view, bind_with_defaults, create_run_response, form_error_response, image_json
 
 from .forms import ApiImageToImageForm, ImageUploadForm
 
@@ -25,15 +24,4 @@ def import_image(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         return form_error_response(form)
     run = services.run_import(owner=request.user, upload=form.cleaned_data["image"])
-    image = run.outputs.get()
-    output = output_json(image)
-    return JsonResponse(
-        {
-            "run_id": str(run.pk),
-            "image_id": str(image.pk),
-            "url": request.build_absolute_uri(output["url"]),
-            "width": output["width"],
-            "height": output["height"],
-        },
-        status=201,
-    )
+    return JsonResponse({"run_id": str(run.pk), **image_json(request, run.outputs.get())}, status=201)

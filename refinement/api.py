@@ -5,8 +5,15 @@ from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import reverse
 
 from imagegen import selectors as imagegen_selectors
-from imagegen.api import api_view, bind_with_defaults, error_response, form_error_response, job_accepted, json_body
-from imagegen.progress import output_json
+from imagegen.api import (
+    api_view,
+    bind_with_defaults,
+    error_response,
+    form_error_response,
+    image_json,
+    job_accepted,
+    json_body,
+)
 from imagegen.services import QuotaExceededError
 from img2img.forms import ImageUploadForm
 
@@ -60,8 +67,8 @@ def upload_reference(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         return form_error_response(form)
     image = services.reference_upload_create(owner=request.user, upload=form.cleaned_data["image"])
-    url = request.build_absolute_uri(output_json(image)["url"])
-    return JsonResponse({"file_id": str(image.pk), "url": url}, status=201)
+    shown = image_json(request, image)
+    return JsonResponse({"file_id": shown["image_id"], "url": shown["url"]}, status=201)
 
 
 @api_view("GET")
@@ -83,10 +90,7 @@ def refinement_detail(request: HttpRequest, job_id) -> JsonResponse:
 
 
 def refinement_json(request: HttpRequest, refinement: Refinement) -> dict:
-    result = None
-    if refinement.result:
-        output = output_json(refinement.result)
-        result = {"image_id": str(refinement.result.pk), **output, "url": request.build_absolute_uri(output["url"])}
+    result = image_json(request, refinement.result) if refinement.result else None
     return {
         "job_id": str(refinement.pk),
         "run_id": str(refinement.run_id),

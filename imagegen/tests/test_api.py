@@ -105,7 +105,9 @@ def test_run_detail_shows_parameters_and_outputs(client, token):
     assert (body["step"], body["total_steps"]) == (4, 4)
     assert body["parameters"]["seed"] == 1234
     assert body["parameters"]["num_inference_steps"] == 4
-    assert body["outputs"] == [{"url": f"http://testserver/images/{image.pk}", "width": 64, "height": 64}]
+    assert body["outputs"] == [
+        {"image_id": str(image.pk), "url": f"http://testserver/images/{image.pk}", "width": 64, "height": 64}
+    ]
 
 
 def test_unknown_and_foreign_runs_are_404(client, token):
