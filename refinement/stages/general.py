@@ -2,8 +2,8 @@
 
 from imagegen.engine import GenerationRequest
 
-from ..editing import fit_to_size
 from .base import Stage, StageInput, StageOutput
+from .repaint import repaint
 
 # Creativity 1/2/3 → strength: subtle, Fooocus' "Vary (Subtle)", A1's default.
 STRENGTHS = {1: 0.30, 2: 0.50, 3: 0.75}
@@ -20,8 +20,7 @@ class GeneralRefinement(Stage):
             negative_prompt=given.payload.get("negative_prompt", ""),
             steps=self.steps,
             seed=given.seed,
-            init_image=given.parent,
             strength=plan.strength,
         )
-        result = engine.generate(request, on_step=given.on_step, preview_every=given.preview_every)
-        return StageOutput(image=fit_to_size(result.images[0], given.parent.size), parameters=result.parameters)
+        image, result = repaint(engine, given.parent, request, on_step=given.on_step, preview_every=given.preview_every)
+        return StageOutput(image=image, parameters=self.parameters(request, result, size=image.size))

@@ -7,7 +7,7 @@ from imagegen.engine import GenerationRequest
 
 from ..editing import Rect
 from .base import Stage, StageInput, StageOutput, counting_from
-from .masked import MASKED_PARAMETERS, repaint_rectangle
+from .repaint import MASKED_PARAMETERS, repaint
 
 # Creativity 1/2/3 → strength: inside a rectangle the model may change more than over the whole image.
 STRENGTHS = {1: 0.50, 2: 0.75, 3: 0.90}
@@ -36,8 +36,8 @@ class RegionalRefinement(Stage):
                 strength=plan.strength,
             )
             on_step = counting_from(index * per_rectangle, plan.total_steps, given.on_step)
-            image, result = repaint_rectangle(
-                engine, image, Rect.from_bbox(mask["bbox"]), request, on_step=on_step, preview_every=given.preview_every
+            image, result = repaint(
+                engine, image, request, Rect.from_bbox(mask["bbox"]), on_step=on_step, preview_every=given.preview_every
             )
         parameters = self.parameters(
             replace(request, seed=given.seed),

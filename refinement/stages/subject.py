@@ -1,14 +1,12 @@
 """Subject repair: the instructions as prompt, over the whole image or only a box, conditioned on an
 optional reference image (reference-only attention, or an IP-Adapter when one is configured)."""
 
-from dataclasses import replace
-
 from imagegen.engine import GenerationRequest
 from imagegen.engine.reference import DEFAULT_REFERENCE_WEIGHT
 
-from ..editing import Rect, fit_to_size
+from ..editing import Rect
 from .base import Stage, StageInput, StageOutput
-from .masked import MASKED_PARAMETERS, repaint_rectangle
+from .repaint import MASKED_PARAMETERS, repaint
 
 STRENGTHS = {1: 0.40, 2: 0.55, 3: 0.70}
 
@@ -28,13 +26,11 @@ class SubjectRepair(Stage):
             reference_weight=DEFAULT_REFERENCE_WEIGHT,
         )
         bbox = given.payload.get("bbox")
-        progress = {"on_step": given.on_step, "preview_every": given.preview_every}
-        if bbox:
-            image, result = repaint_rectangle(engine, given.parent, Rect.from_bbox(bbox), request, **progress)
-        else:
-            result = engine.generate(replace(request, init_image=given.parent), **progress)
-            image = fit_to_size(result.images[0], given.parent.size)
-        extra = dict(MASKED_PARAMETERS) if bbox else {}
+        rect = Rect.from_bbox(bbox) if bbox else None
+        image, result = repaint(
+            engine, given.parent, request, rect, on_step=given.on_step, preview_every=given.preview_every
+        )
+        extra = dict(MASKED_PARAMETERS) if rect else {}
         if result.reference:
             extra["Reference"] = result.reference  # "reference-only 0.5" or "IP-Adapter 0.6"
         return StageOutput(image=image, parameters=self.parameters(request, result, size=image.size, extra=extra))

@@ -10,7 +10,7 @@ from imagegen.engine import GenerationRequest, effective_steps, format_parameter
 from .. import lettering, ocr
 from ..editing import Rect
 from .base import Plan, Stage, StageInput, StageOutput, counting_from
-from .masked import repaint_rectangle
+from .repaint import repaint
 
 # Creativity 1 draws the text as it is; 2 and 3 blend it lightly into the picture.
 STRENGTHS = {1: 0.0, 2: 0.15, 3: 0.25}
@@ -108,11 +108,11 @@ class TextRepair(Stage):
             seed=given.seed,
             strength=strength,
         )
-        blended, result = repaint_rectangle(
+        blended, result = repaint(
             engine,
             drawn.image,
-            Rect(*area),
             request,
+            Rect(*area),
             on_step=counting_from(done, total, given.on_step),
             preview_every=given.preview_every,
         )
