@@ -50,25 +50,31 @@ def bbox_value(value, *, what: str) -> list[int]:
     return list(value)
 
 
-def rectangle_errors(bbox: list[int], image_size: tuple[int, int], *, what: str, min_side: int = 1) -> list[str]:
+def rectangle_problem(bbox: list[int], image_size: tuple[int, int], *, what: str, min_side: int) -> str:
+    """Why `bbox` cannot be edited in an image of this size (too small, or reaching outside), or ""."""
     width, height = image_size
     if bbox[2] < min_side or bbox[3] < min_side:
         if bbox[2] <= 0 or bbox[3] <= 0:
-            return [f"{what} is empty: its width and height must be at least {min_side} pixel(s)."]
-        return [f"{what} is {bbox[2]}×{bbox[3]} pixels: its width and height must be at least {min_side} pixels."]
+            return f"{what} is empty: its width and height must be at least {min_side} pixel(s)."
+        return f"{what} is {bbox[2]}×{bbox[3]} pixels: its width and height must be at least {min_side} pixels."
     if not Rect.from_bbox(bbox).fits(image_size):
-        return [f"{what} {bbox} reaches outside the image ({width}×{height})."]
-    return []
+        return f"{what} {bbox} reaches outside the image ({width}×{height})."
+    return ""
 
 
 class BoxField(forms.Field):
     """An optional rectangle, [x, y, width, height]."""
 
     widget = forms.HiddenInput
+    min_side = 1
 
     def to_python(self, value):
         value = json_value(value)
         return None if value in self.empty_values else bbox_value(value, what="The box")
+
+    def boxes(self, value) -> list[tuple[str, list[int]]]:
+        """The rectangles in a cleaned value, each with its name in messages."""
+        return [("The box", value)] if value else []
 
 
 class RectanglesField(forms.Field):
@@ -77,9 +83,12 @@ class RectanglesField(forms.Field):
 
     widget = forms.HiddenInput
 
-    def __init__(self, *, words: str, need: str, none: str, most: int, longest: int, noun: str, **kwargs) -> None:
+    def __init__(
+        self, *, words: str, need: str, none: str, most: int, longest: int, noun: str, min_side: int = 1, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.words, self.need, self.none, self.most, self.longest, self.noun = words, need, none, most, longest, noun
+        self.min_side = min_side
 
     def to_python(self, value):
         value = json_value(value)
@@ -110,6 +119,9 @@ class RectanglesField(forms.Field):
         if len(value) > self.most:
             raise ValidationError(f"At most {self.most} {self.noun.lower()}s (got {len(value)}).", code="too_many")
 
+    def boxes(self, value) -> list[tuple[str, list[int]]]:
+        return [(f"{self.noun} {number}", item["bbox"]) for number, item in enumerate(value or [], start=1)]
+
 
 class PayloadForm(forms.Form):
     """A mode's payload; `payload()` is what the Refinement stores and the stage reads.
@@ -127,12 +139,20 @@ class PayloadForm(forms.Form):
         # Optional fields left empty are left out, as the seed's payload shapes have them.
         return {name: value for name, value in self.cleaned_data.items() if value not in ("", None, [])}
 
-    def check_inside(self, bbox: list[int], *, what: str, min_side: int = 1) -> None:
-        # Without an image (the run has none yet) the submission is refused later, with a reason.
+    def clean(self) -> dict:
+        # Every rectangle of every field must fit the image. Without an image (the run has none
+        # yet) the submission is refused later, with a reason.
+        cleaned = super().clean()
         if self.image_size is None:
-            return
-        if errors := rectangle_errors(bbox, self.image_size, what=what, min_side=min_side):
-            raise ValidationError(errors[0], code="outside")
+            return cleaned
+        for name, field in self.fields.items():
+            if name not in cleaned or not hasattr(field, "boxes"):
+                continue
+            for what, bbox in field.boxes(cleaned[name]):
+                if problem := rectangle_problem(bbox, self.image_size, what=what, min_side=field.min_side):
+                    self.add_error(name, ValidationError(problem, code="outside"))
+                    break
+        return cleaned
 
 
 class GeneralPayloadForm(PayloadForm):
@@ -164,12 +184,6 @@ class RegionPayloadForm(PayloadForm):
         help_text="What none of the rectangles should show.",
     )
 
-    def clean_masks(self) -> list[dict]:
-        masks = self.cleaned_data["masks"]
-        for number, mask in enumerate(masks, start=1):
-            self.check_inside(mask["bbox"], what=f"Rectangle {number}")
-        return masks
-
 
 class SubjectPayloadForm(PayloadForm):
     # The seed's payload names the reference "referenceFileId"; the API keeps its name.
@@ -192,12 +206,6 @@ class SubjectPayloadForm(PayloadForm):
             raise ValidationError("No such image: upload the reference with POST /api/v1/uploads.", code="not_found")
         return str(file_id)
 
-    def clean_bbox(self) -> list[int] | None:
-        bbox = self.cleaned_data["bbox"]
-        if bbox is not None:
-            self.check_inside(bbox, what="The box")
-        return bbox
-
 
 class TextPayloadForm(PayloadForm):
     corrections = RectanglesField(
@@ -207,6 +215,7 @@ class TextPayloadForm(PayloadForm):
         most=MAX_CORRECTIONS,
         longest=MAX_CORRECTION_LENGTH,
         noun="Correction",
+        min_side=MIN_TEXT_BOX,
         label="Corrections",
         help_text="Each box with what it should say; draw a box around text that was not found.",
     )
@@ -216,12 +225,6 @@ class TextPayloadForm(PayloadForm):
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "Chalk lettering on a blackboard"}),
         help_text="Optional: how the lettering should look when it is blended in (creativity 2 and 3).",
     )
-
-    def clean_corrections(self) -> list[dict]:
-        corrections = self.cleaned_data["corrections"]
-        for number, correction in enumerate(corrections, start=1):
-            self.check_inside(correction["bbox"], what=f"Correction {number}", min_side=MIN_TEXT_BOX)
-        return corrections
 
 
 # Each mode's payload form (its stage is in refinement.stages).
