@@ -77,6 +77,14 @@ class CropPlan:
         return right - left, bottom - top
 
 
+def bbox_union(boxes) -> tuple[int, int, int, int]:
+    """[x, y, w, h] around the given [x, y, w, h] boxes."""
+    boxes = [tuple(int(value) for value in box) for box in boxes]
+    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    return left, top, right - left, bottom - top
+
+
 def fit_to_size(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The image at exactly `size`: a version always keeps its parent's size.
 

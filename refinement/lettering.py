@@ -75,11 +75,11 @@ class Lettering:
     @property
     def ink_box(self) -> tuple[int, int, int, int] | None:
         """left, top, right, bottom of the glyphs, in the image; None when there are none."""
-        rows, columns = np.flatnonzero(self.mask.any(axis=1)), np.flatnonzero(self.mask.any(axis=0))
-        if not len(rows):
+        box = _ink(self.mask)
+        if box is None:
             return None
         left, top = self.region[:2]
-        return left + columns[0], top + rows[0], left + columns[-1] + 1, top + rows[-1] + 1
+        return left + box[0], top + box[1], left + box[2], top + box[3]
 
 
 def find_lettering(image: Image.Image, bbox) -> Lettering:
@@ -148,6 +148,7 @@ def text_mask(text: str, font: Font, size: int) -> tuple[np.ndarray, tuple[int, 
 
 
 def _ink(coverage: np.ndarray) -> tuple[int, int, int, int] | None:
+    """left, top, right, bottom of the pixels more than half covered (or set, in a bool mask)."""
     rows, columns = np.flatnonzero((coverage > 0.5).any(axis=1)), np.flatnonzero((coverage > 0.5).any(axis=0))
     if not len(rows):
         return None

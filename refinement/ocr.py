@@ -19,6 +19,8 @@ import numpy as np
 import pytesseract
 from PIL import Image
 
+from .editing import bbox_union
+
 # Only the tesseract processes get one thread each: pytesseract starts them with this
 # environment. Setting it in os.environ would also cap torch's OpenMP in a worker.
 pytesseract.pytesseract.environ = {**os.environ, "OMP_THREAD_LIMIT": "1"}
@@ -152,7 +154,7 @@ def detect_lines(image: Image.Image) -> list[Line]:
     # a line is what they found together, and where they disagree it is read again as a whole.
     lines, unsure = [], []
     for group in _groups(found):
-        box = _tightened(gray, _union(line.bbox for line in group))
+        box = _tightened(gray, bbox_union(line.bbox for line in group))
         if box[3] < MIN_LINE_HEIGHT:
             continue
         surest = max(group, key=lambda line: (line.bbox[2], line.confidence))
@@ -174,13 +176,6 @@ def _groups(lines: list[Line]) -> list[list[Line]]:
         merged = [line] + [other for group in touching for other in group]
         groups = [group for group in groups if group not in touching] + [merged]
     return groups
-
-
-def _union(boxes) -> tuple[int, int, int, int]:
-    boxes = list(boxes)
-    left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
-    right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
-    return left, top, right - left, bottom - top
 
 
 def _tightened(gray: np.ndarray, bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

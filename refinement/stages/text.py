@@ -8,7 +8,7 @@ from PIL import Image
 from imagegen.engine import GenerationRequest, effective_steps, format_parameters
 
 from .. import lettering, ocr
-from ..editing import Rect
+from ..editing import Rect, bbox_union
 from .base import Plan, Stage, StageInput, StageOutput, counting_from
 from .repaint import repaint
 
@@ -69,7 +69,7 @@ class TextRepair(Stage):
         drawn = lettering.draw(lettering.erase(image, found), text, style)
         ink = found.ink_box  # left, top, right, bottom
         old_letters = (ink[0], ink[1], ink[2] - ink[0], ink[3] - ink[1]) if ink else None
-        area = _union(bbox, drawn.box, old_letters)
+        area = bbox_union(box for box in (bbox, drawn.box, old_letters) if box is not None)
         candidate, method, result = drawn.image, "render", None
         reading = ocr.read_line(candidate, area)
         if given.on_step is not None:
@@ -120,11 +120,3 @@ class TextRepair(Stage):
         mixed = CORE_KEEP * np.asarray(drawn.image, np.float32) + (1 - CORE_KEEP) * np.asarray(blended, np.float32)
         pixels = np.where(cores, np.rint(mixed), np.asarray(blended, np.float32))
         return Image.fromarray(pixels.astype(np.uint8)), result
-
-
-def _union(*boxes) -> tuple[int, int, int, int]:
-    """[x, y, w, h] around the given [x, y, w, h] boxes (None ones left out)."""
-    rects = [tuple(int(value) for value in box) for box in boxes if box is not None]
-    left, top = min(r[0] for r in rects), min(r[1] for r in rects)
-    right, bottom = max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects)
-    return left, top, right - left, bottom - top
