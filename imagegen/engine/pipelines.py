@@ -81,7 +81,7 @@ def on_torch_thread(function: Callable[..., Any], *args: Any) -> Any:
     return _torch_thread.submit(function, *args).result()
 
 
-_engines: dict[tuple[str, str, str, str, str, str, float], "Engine"] = {}
+_engines: dict[tuple, "Engine"] = {}
 _engines_lock = threading.Lock()
 
 
@@ -423,29 +423,13 @@ def _model_name(model: str) -> str:
     return Path(model).name if Path(model).is_dir() else model
 
 
-def get_engine(
-    model: str,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    cache_dir: str | Path,
-    inpaint_model: str | None = None,
-    ip_adapter: str | None = None,
-    ip_adapter_scale: float = DEFAULT_IP_ADAPTER_SCALE,
-) -> Engine:
-    """Return this process's loaded Engine for these settings, creating and loading it on first use."""
-    key = (model, device, dtype, str(cache_dir), inpaint_model or "", ip_adapter or "", ip_adapter_scale)
+def get_engine(model: str, **options: Any) -> Engine:
+    """Return this process's loaded Engine for this model and these options (Engine's keyword
+    arguments: cache_dir, device, inpaint_model…), creating and loading it on first use."""
+    key = (model, *sorted((name, str(value)) for name, value in options.items()))
     with _engines_lock:
         if key not in _engines:
-            _engines[key] = Engine(
-                model,
-                device=device,
-                dtype=dtype,
-                cache_dir=cache_dir,
-                inpaint_model=inpaint_model,
-                ip_adapter=ip_adapter,
-                ip_adapter_scale=ip_adapter_scale,
-            )
+            _engines[key] = Engine(model, **options)
         engine = _engines[key]
     engine.load()
     return engine
