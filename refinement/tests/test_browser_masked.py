@@ -13,8 +13,9 @@ from conftest import ARTIFACTS
 from imagegen.models import Image, Run
 from imagegen.tests.factories import UserFactory
 from imagegen.tests.test_browser import generate, log_in
-from refinement.editing import Rect, feather_alpha
+from refinement.editing import Rect
 from refinement.models import Refinement
+from refinement.tests.pixels import reach
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -122,10 +123,8 @@ def test_regional_rectangles_drawn_by_mouse_change_only_their_part(stack, page):
     parent = downloaded(page, stack, refinement.parent_image_id)
     result = downloaded(page, stack, refinement.result_id)
     assert parent.shape == result.shape == (SIZE, SIZE, 3)
+    near = reach((SIZE, SIZE), [first, second])
     rects = [Rect.from_bbox(first), Rect.from_bbox(second)]
-    near = np.zeros((SIZE, SIZE), dtype=bool)
-    for rect in rects:
-        near |= feather_alpha((SIZE, SIZE), rect) > 0
     assert (~near).sum() > 0.2 * SIZE * SIZE  # there is plenty of "far" to check
     assert np.array_equal(result[~near], parent[~near])
     for rect in rects:

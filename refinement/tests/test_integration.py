@@ -24,6 +24,7 @@ from imagegen.tests.test_reliability import (
 )
 from refinement.models import Refinement
 from refinement.services import RECORD_CHUNK
+from refinement.tests.pixels import reach
 
 pytestmark = pytest.mark.integration
 
@@ -145,15 +146,6 @@ def test_import_then_refine(stack, tmp_path):
     assert (detail["result"]["width"], detail["result"]["height"]) == (200, 136)
 
 
-def near_any(size: tuple[int, int], bboxes) -> np.ndarray:
-    from refinement.editing import Rect, feather_alpha
-
-    reach = np.zeros(size[::-1], bool)
-    for bbox in bboxes:
-        reach |= feather_alpha(size, Rect.from_bbox(bbox)) > 0
-    return reach
-
-
 def test_regional_refinement_repaints_its_rectangles_and_nothing_else(stack):
     token = services.api_token_create(username="region-user")
     run_id = generate(stack, token, size=256)
@@ -166,8 +158,8 @@ def test_regional_refinement_repaints_its_rectangles_and_nothing_else(stack):
 
     run = fetch(stack, token, f"/api/v1/runs/{run_id}")
     v1, v2 = (np.asarray(PILImage.open(io.BytesIO(api(stack, "GET", v["url"], token)[1]))) for v in run["versions"])
-    reach = near_any((256, 256), [mask["bbox"] for mask in masks])
-    assert np.array_equal(v2[~reach], v1[~reach])  # bit for bit beyond 16 px of the rectangles
+    near = reach((256, 256), [mask["bbox"] for mask in masks])
+    assert np.array_equal(v2[~near], v1[~near])  # bit for bit beyond 16 px of the rectangles
     assert (v2[30:70, 20:80] != v1[30:70, 20:80]).any() and (v2[120:210, 150:230] != v1[120:210, 150:230]).any()
     _, png = api(stack, "GET", run["versions"][1]["url"], token)
     parameters = read_png_parameters(png)
@@ -189,8 +181,8 @@ def test_subject_repair_with_an_uploaded_reference_and_a_box(stack):
     assert detail["status"] == "succeeded" and detail["payload"] == payload
     run = fetch(stack, token, f"/api/v1/runs/{run_id}")
     v1, v2 = (np.asarray(PILImage.open(io.BytesIO(api(stack, "GET", v["url"], token)[1]))) for v in run["versions"])
-    reach = near_any((128, 128), [payload["bbox"]])
-    assert np.array_equal(v2[~reach], v1[~reach]) and (v2[30:70, 30:80] != v1[30:70, 30:80]).any()
+    near = reach((128, 128), [payload["bbox"]])
+    assert np.array_equal(v2[~near], v1[~near]) and (v2[30:70, 30:80] != v1[30:70, 30:80]).any()
     _, png = api(stack, "GET", run["versions"][1]["url"], token)
     assert "Reference: reference-only 0.5" in read_png_parameters(png)
 

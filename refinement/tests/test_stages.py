@@ -8,6 +8,7 @@ from PIL import Image
 
 from imagegen.engine import Engine
 from refinement.stages import STAGES, Plan, StageInput
+from refinement.tests.pixels import reach
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +65,6 @@ def noise_image(size: tuple[int, int], seed: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def near(size: tuple[int, int], bboxes) -> np.ndarray:
-    """The pixels an edit of these rectangles may change: within FEATHER of one of them."""
-    from refinement.editing import Rect, feather_alpha
-
-    reach = np.zeros(size[::-1], bool)
-    for bbox in bboxes:
-        reach |= feather_alpha(size, Rect.from_bbox(bbox)) > 0
-    return reach
-
-
 def inside(size: tuple[int, int], bbox) -> np.ndarray:
     x, y, w, h = bbox
     mask = np.zeros(size[::-1], bool)
@@ -118,11 +109,11 @@ def test_nothing_farther_than_16_px_from_the_rectangles_changes_after_one_edit_a
         before = np.asarray(image)
         image = regional(engine, image, masks, seed=edit).image
         after = np.asarray(image)
-        reach = near(size, [mask["bbox"] for mask in masks])
-        assert np.array_equal(after[~reach], before[~reach]), f"edit {edit} changed pixels outside its rectangles"
+        near = reach(size, [mask["bbox"] for mask in masks])
+        assert np.array_equal(after[~near], before[~near]), f"edit {edit} changed pixels outside its rectangles"
         for mask in masks:
             assert (after[inside(size, mask["bbox"])] != before[inside(size, mask["bbox"])]).any()
-        touched |= reach
+        touched |= near
         # Over the whole chain: everything no edit reached is the parent's, bit for bit.
         assert np.array_equal(after[~touched], np.asarray(parent)[~touched])
     assert (~touched).mean() > 0.2  # the check covered a good part of the image
@@ -143,8 +134,8 @@ def test_subject_repair_follows_the_reference_and_keeps_outside_its_box(engine):
     assert not np.array_equal(np.asarray(plain.image), np.asarray(referenced.image))  # the reference counts
     assert "Reference: reference-only 0.5" in referenced.parameters and "Reference" not in plain.parameters
     boxed = subject(engine, parent, {"instructions": "make the dog a terrier", "bbox": [20, 30, 40, 30]}, reference)
-    reach = near(parent.size, [[20, 30, 40, 30]])
-    assert np.array_equal(np.asarray(boxed.image)[~reach], np.asarray(parent)[~reach])
+    near = reach(parent.size, [[20, 30, 40, 30]])
+    assert np.array_equal(np.asarray(boxed.image)[~near], np.asarray(parent)[~near])
     assert (
         np.asarray(boxed.image)[inside(parent.size, [20, 30, 40, 30])]
         != np.asarray(parent)[inside(parent.size, [20, 30, 40, 30])]
@@ -203,11 +194,11 @@ def test_text_repair_reads_right_without_any_model_and_changes_nothing_far_from_
     assert (first["font"], first["size"], first["was"]) == ("DejaVu Sans Bold", 44, "GRAND OPENNING")
     assert "Verified: 2/2" in output.parameters and "Model: none" in output.parameters
     # Beyond 32 px of each box and its new text, every pixel is the parent's.
-    reach = np.zeros((280, 640), bool)
+    around = np.zeros((280, 640), bool)
     for check in output.report["checks"]:
         for x, y, w, h in (check["bbox"],):
-            reach[max(0, y - 32) : y + h + 32, max(0, x - 32) : x + w + 32 + 60] = True  # the new text may run right
-    assert np.array_equal(np.asarray(output.image)[~reach], np.asarray(image)[~reach])
+            around[max(0, y - 32) : y + h + 32, max(0, x - 32) : x + w + 32 + 60] = True  # the new text may run right
+    assert np.array_equal(np.asarray(output.image)[~around], np.asarray(image)[~around])
 
 
 def test_text_repair_blends_with_a_model_and_keeps_the_drawn_text_when_that_reads_better(engine):
