@@ -7,6 +7,7 @@ The defaults serve a local run on one machine: SQLite, Redis on localhost, the b
 import os
 import secrets
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -58,6 +59,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    "axes",
     "imagegen",
     "img2img",
     "refinement",
@@ -72,6 +74,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Turns a locked-out log-in into the lockout page (imagegen.auth.login_locked_out_response).
+    # Outside BearerTokenMiddleware, so that it runs synchronously with the rest (see below).
+    "axes.middleware.AxesMiddleware",
     # Innermost, because it is synchronous only: under ASGI, Django runs every middleware outside
     # the innermost synchronous one in synchronous mode on one thread, where each async-capable
     # middleware inside it would cost thread switches per request. CSRF still sees what it sets,
@@ -270,7 +275,20 @@ IMAGEGEN_HOUSEKEEPING_INTERVAL = float(os.environ.get("IMAGEGEN_HOUSEKEEPING_INT
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
-# Log-in throttling: this many failures within the window lock out the (username, address)
-# pair; four times as many lock out the username from everywhere.
-IMAGEGEN_LOGIN_MAX_FAILURES = int(os.environ.get("IMAGEGEN_LOGIN_MAX_FAILURES", "5"))
-IMAGEGEN_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT_SECONDS", "900"))
+# Log-in lockout (django-axes, which hooks authenticate() itself, so /login/ and /admin/login/
+# alike): IMAGEGEN_LOGIN_MAX_FAILURES failures of one username from one address within
+# IMAGEGEN_LOGIN_LOCKOUT_SECONDS lock out that pair, and only that pair, until the window has
+# passed since its last failure. Locking the username everywhere would let any stranger keep the
+# administrator out by guessing wrong on purpose; locking the address alone would let one shared
+# address (an office, a proxy that is not configured) lock everyone out. The client address is
+# REMOTE_ADDR, which uvicorn takes from X-Forwarded-For only for a trusted proxy (see below).
+# `manage.py axes_reset` (or axes_reset_username, axes_reset_ip) lifts lockouts at once.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("IMAGEGEN_LOGIN_MAX_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT_SECONDS", "900")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "imagegen.auth.login_locked_out_response"
