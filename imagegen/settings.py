@@ -44,9 +44,27 @@ def local_secret_key() -> str:
 
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret_key()
-DEBUG = env_bool("DEBUG", True)
+# Off unless DEBUG=1: no page, static file or error page depends on it (`make run` included).
+DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Behind a reverse proxy: the addresses it connects from ("*" when nothing else can reach the web
+# port). uvicorn reads the same variable: it takes the client's address and scheme from
+# X-Forwarded-For and X-Forwarded-Proto only on connections from there (the log-in lockout counts
+# per address), and Django trusts X-Forwarded-Proto, so that request.is_secure() holds and the API
+# hands out https:// and wss:// URLs. Empty (the default): nobody is trusted with those headers.
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+if FORWARDED_ALLOW_IPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Served over HTTPS (by the proxy or otherwise): cookies only over HTTPS, plain HTTP redirected,
+# and browsers told to use HTTPS only (HSTS) for IMAGEGEN_HSTS_SECONDS (a year; 0 while trying
+# HTTPS out, since browsers remember it). The health check asks over plain HTTP from inside.
+IMAGEGEN_HTTPS = env_bool("IMAGEGEN_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = IMAGEGEN_HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+SECURE_HSTS_SECONDS = int(os.environ.get("IMAGEGEN_HSTS_SECONDS", "31536000")) if IMAGEGEN_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = bool(SECURE_HSTS_SECONDS)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -281,7 +299,7 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 # passed since its last failure. Locking the username everywhere would let any stranger keep the
 # administrator out by guessing wrong on purpose; locking the address alone would let one shared
 # address (an office, a proxy that is not configured) lock everyone out. The client address is
-# REMOTE_ADDR, which uvicorn takes from X-Forwarded-For only for a trusted proxy (see below).
+# REMOTE_ADDR, which uvicorn takes from X-Forwarded-For only for a trusted proxy (FORWARDED_ALLOW_IPS).
 # `manage.py axes_reset` (or axes_reset_username, axes_reset_ip) lifts lockouts at once.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
