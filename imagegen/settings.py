@@ -280,6 +280,10 @@ SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
 
 # Generations each user may start a day (runs of every kind); the admin can set it per user.
 IMAGEGEN_DAILY_QUOTA = int(os.environ.get("IMAGEGEN_DAILY_QUOTA", "500"))
+# Fair use, per user (imagegen.services.quota): jobs of every kind queued or running at once, and
+# jobs submitted within any minute. 0: no limit.
+IMAGEGEN_MAX_ACTIVE_JOBS = int(os.environ.get("IMAGEGEN_MAX_ACTIVE_JOBS", "4"))
+IMAGEGEN_SUBMISSIONS_PER_MINUTE = int(os.environ.get("IMAGEGEN_SUBMISSIONS_PER_MINUTE", "10"))
 
 # Recovery: a running job whose worker stopped sending heartbeats is given to another worker,
 # at most IMAGEGEN_MAX_ATTEMPTS times in all; queued jobs whose message never reached the broker
