@@ -314,3 +314,5 @@ AXES_COOLOFF_TIME = timedelta(seconds=int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "imagegen.auth.login_locked_out_response"
+# No header is read here: behind a proxy, uvicorn has put the client's address in REMOTE_ADDR.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
