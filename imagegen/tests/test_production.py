@@ -25,7 +25,7 @@ def proxied_stack(django_db_setup, redis_server, tmp_path_factory):
     """The studio behind a proxy on this machine: FORWARDED_ALLOW_IPS as README "Deploy" says."""
     stack = start_stack(
         tmp_path_factory.mktemp("proxied"),
-        redis_server.url(0),
+        redis_server.url(3),  # not the live stack's: neither worker may take the other's jobs
         FORWARDED_ALLOW_IPS="127.0.0.1",
         IMAGEGEN_LOGIN_MAX_FAILURES=str(LOGIN_FAILURES),
     )
