@@ -52,5 +52,6 @@ RUN useradd --create-home --uid 1000 --user-group app \
 USER app
 
 EXPOSE 8000
-CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--no-access-log", "--lifespan", "off", \
+# --proxy-headers: X-Forwarded-For/-Proto count from the addresses in $FORWARDED_ALLOW_IPS only.
+CMD ["uvicorn", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-access-log", "--lifespan", "off", \
      "--timeout-graceful-shutdown", "5", "imagegen.asgi:application"]

@@ -14,6 +14,9 @@ from imagegen.localredis import free_port, start_redis
 from imagegen.localstack import Stack, point_celery_at, start_stack, wait_until  # noqa: F401 - tests import these
 
 ROOT = Path(__file__).resolve().parent
+# For stacks whose tests submit many jobs at once for one user (up to 20): the fair-use limits
+# (imagegen/tests/test_fair_use.py) are not what they test.
+NO_FAIR_USE_LIMITS = {"IMAGEGEN_MAX_ACTIVE_JOBS": "0", "IMAGEGEN_SUBMISSIONS_PER_MINUTE": "0"}
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
@@ -91,7 +94,7 @@ def user_client(client):
 
 @pytest.fixture(scope="session")
 def live_stack(django_db_setup, redis_server, tmp_path_factory):
-    stack = start_stack(tmp_path_factory.mktemp("stack"), redis_server.url(0))
+    stack = start_stack(tmp_path_factory.mktemp("stack"), redis_server.url(0), **NO_FAIR_USE_LIMITS)
     yield stack
     stack.stop()
 

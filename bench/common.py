@@ -80,8 +80,14 @@ def bench_stack() -> Iterator[Bench]:
             name: str(getattr(settings, name))
             for name in ("IMAGEGEN_HEARTBEAT_INTERVAL", "IMAGEGEN_HEARTBEAT_TIMEOUT", "IMAGEGEN_HOUSEKEEPING_INTERVAL")
         }
+        # One user submits every job of every benchmark: the per-user fair-use limits are off.
+        no_fair_use_limits = {"IMAGEGEN_MAX_ACTIVE_JOBS": "0", "IMAGEGEN_SUBMISSIONS_PER_MINUTE": "0"}
         stack = start_stack(
-            folder, os.environ["REDIS_URL"], web_processes=web_processes_default(), **installation_timings
+            folder,
+            os.environ["REDIS_URL"],
+            web_processes=web_processes_default(),
+            **installation_timings,
+            **no_fair_use_limits,
         )
         log(f"stack up at {stack.base_url}")
         yield Bench(stack=stack, user=user, token=token, folder=folder)

@@ -112,12 +112,20 @@ def job_accepted(request: HttpRequest, job: Job, *, ids: dict, status_url: str, 
     )
 
 
+def quota_refusal_response(refusal: services.QuotaExceededError) -> JsonResponse:
+    """429 saying which limit was reached, with Retry-After when waiting is what will help."""
+    response = error_response(str(refusal), status=429)
+    if refusal.retry_after is not None:
+        response["Retry-After"] = str(refusal.retry_after)
+    return response
+
+
 def create_run_response(request: HttpRequest, form: Form) -> JsonResponse:
-    """Create the run a valid form describes: 202 with where to follow it, or 429 over quota."""
+    """Create the run a valid form describes: 202 with where to follow it, or 429 over a limit."""
     try:
         run = services.run_create(owner=request.user, **form.run_arguments())
     except services.QuotaExceededError as refusal:
-        return error_response(str(refusal), status=429)
+        return quota_refusal_response(refusal)
     status_url = reverse("imagegen:api_run", args=[run.pk])
     return job_accepted(request, run, ids={"run_id": str(run.pk)}, status_url=status_url, status=202)
 

@@ -1,13 +1,18 @@
-"""API token authentication for HTTP requests and WebSocket connections.
+"""API token authentication for HTTP requests and WebSocket connections, and the page a
+locked-out log-in gets.
 
 `Authorization: Bearer <token>` authenticates as the token's owner. Such a request carries no
 session cookie a third-party page could ride on, so it is exempt from CSRF checks.
 """
 
+from axes.helpers import get_cool_off
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import AnonymousUser
+from django.forms.forms import NON_FIELD_ERRORS
+from django.template.response import TemplateResponse
 from django.utils.functional import SimpleLazyObject
 
 from . import selectors
@@ -69,3 +74,25 @@ class BrowserOriginValidator(OriginValidator):
 
 def OriginCheck(application):  # noqa: N802 - an ASGI middleware factory, named like Channels' own
     return BrowserOriginValidator(application, AllowedHostsOriginValidator(application).allowed_origins)
+
+
+LOCKED_OUT_STATUS = 429
+
+
+def login_locked_out_response(request, original_response=None, credentials=None):
+    """django-axes' answer to a locked-out log-in (AXES_LOCKOUT_CALLABLE): the log-in page the
+    attempt came from (the studio's or the admin's), its form saying why and for how long."""
+    minutes = max(1, round(get_cool_off(request).total_seconds() / 60))
+    message = f"Too many failed log-ins. Wait {minutes} minutes and try again."
+    context = getattr(original_response, "context_data", None) or {}
+    if isinstance(original_response, TemplateResponse) and "form" in context:
+        response = original_response
+    else:
+        response = TemplateResponse(request, "registration/login.html", {"form": AuthenticationForm(request)})
+    form = response.context_data["form"]
+    form.errors.clear()
+    form.errors[NON_FIELD_ERRORS] = form.error_class([message], error_class="nonfield", renderer=form.renderer)
+    # The page was rendered with the form's own error ("enter a correct password"): render it again.
+    response.content = response.rendered_content
+    response.status_code = LOCKED_OUT_STATUS
+    return response

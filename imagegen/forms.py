@@ -1,10 +1,8 @@
 """The forms that validate a generation request; the page, the API and commands all use them."""
 
 from django import forms
-from django.conf import settings
-from django.contrib.auth.forms import AuthenticationForm
 
-from . import limits, selectors, services
+from . import limits
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
 from .validators import validate_side
 
@@ -69,26 +67,3 @@ class ApiGenerateForm(GenerateForm):
         arguments = super().run_arguments()
         arguments["steps"] = arguments.pop("num_inference_steps")
         return arguments
-
-
-class LockoutLoginForm(AuthenticationForm):
-    """Log-in that counts failures and refuses, for a while, after too many of them."""
-
-    error_messages = {
-        **AuthenticationForm.error_messages,
-        "locked_out": "Too many failed log-ins. Wait %(minutes)s minutes and try again.",
-    }
-
-    def clean(self):
-        username = self.cleaned_data.get("username") or ""
-        address = self.request.META.get("REMOTE_ADDR") if self.request else None
-        if username and selectors.login_locked_out(username=username, ip_address=address):
-            minutes = settings.IMAGEGEN_LOGIN_LOCKOUT_SECONDS // 60
-            raise forms.ValidationError(
-                self.error_messages["locked_out"], code="locked_out", params={"minutes": minutes}
-            )
-        try:
-            return super().clean()
-        except forms.ValidationError:
-            services.login_failure_record(username=username, ip_address=address)
-            raise

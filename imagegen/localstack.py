@@ -47,9 +47,18 @@ def web_processes_default() -> int:
     return int(configured) if configured else min(4, os.cpu_count() or 1)
 
 
-def web_server_command(host: str, port: int, *, processes: int) -> list[str]:
-    """uvicorn serving HTTP and WebSockets with `processes` processes sharing the port."""
+def web_server_command(host: str, port: int, *, processes: int, forwarded_allow_ips: str = "") -> list[str]:
+    """uvicorn serving HTTP and WebSockets with `processes` processes sharing the port.
+
+    X-Forwarded-For and -Proto count only from `forwarded_allow_ips` (settings.FORWARDED_ALLOW_IPS,
+    the reverse proxy); without one, not even from localhost, which uvicorn trusts by default: a
+    client must not choose the address the log-in lockout counts it under.
+    """
     command = [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", str(processes)]
+    if forwarded_allow_ips:
+        command += ["--proxy-headers", "--forwarded-allow-ips", forwarded_allow_ips]
+    else:
+        command += ["--no-proxy-headers"]
     # Django has no lifespan events; open WebSockets get 5 s to end when the server stops.
     command += ["--no-access-log", "--lifespan", "off", "--timeout-graceful-shutdown", "5", "imagegen.asgi:application"]
     return command
@@ -156,7 +165,6 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
         SECRET_KEY=settings.SECRET_KEY,
         IMAGEGEN_MODEL_CACHE=str(settings.IMAGEGEN_MODEL_CACHE),
         PYTHONUNBUFFERED="1",
-        DEBUG="false",
         ALLOWED_HOSTS="localhost,127.0.0.1",
         # Recovery in seconds rather than a minute, so the crash tests stay short.
         IMAGEGEN_HEARTBEAT_INTERVAL="0.5",
@@ -173,7 +181,10 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
         env=env,
     )
     try:
-        stack.start("web", web_server_command("127.0.0.1", port, processes=web_processes))
+        web = web_server_command(
+            "127.0.0.1", port, processes=web_processes, forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "")
+        )
+        stack.start("web", web)
         wait_until(
             lambda: urllib.request.urlopen(f"{stack.base_url}/login/", timeout=2).status == 200,
             timeout=60,

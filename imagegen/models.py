@@ -231,14 +231,3 @@ class UserQuota(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.daily_limit} a day"
-
-
-class LoginFailure(models.Model):
-    """A failed log-in, kept for a while to slow down password guessing."""
-
-    username = models.CharField(max_length=150, db_index=True)
-    ip_address = models.GenericIPAddressField(null=True, blank=True)
-    at = models.DateTimeField(auto_now_add=True, db_index=True)
-
-    def __str__(self) -> str:
-        return f"{self.username} from {self.ip_address} at {self.at:%Y-%m-%d %H:%M:%S}"

@@ -3,19 +3,17 @@
 import io
 import json
 import zipfile
-from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.urls import reverse
-from django.utils import timezone
 
 from refinement.models import Refinement
 from refinement.selectors import Version, refinement_record, run_versions
 
 from .engine import format_parameters
-from .models import ApiToken, Image, Job, JobStatus, LoginFailure, Run, job_models
+from .models import ApiToken, Image, Job, JobStatus, Run, job_models
 
 
 def user_for_api_token(*, token: str):
@@ -149,14 +147,6 @@ def run_parameters_text(*, run: Run) -> str:
         model=run.model,
         strength=run.strength_float,
     )
-
-
-def login_locked_out(*, username: str, ip_address: str | None) -> bool:
-    """Too many recent failed log-ins for this username from this address, or from anywhere."""
-    since = timezone.now() - timedelta(seconds=settings.IMAGEGEN_LOGIN_LOCKOUT_SECONDS)
-    failures = LoginFailure.objects.filter(username=username, at__gte=since)
-    limit = settings.IMAGEGEN_LOGIN_MAX_FAILURES
-    return failures.filter(ip_address=ip_address).count() >= limit or failures.count() >= 4 * limit
 
 
 def admin_change_url(job: Job | None) -> str:

@@ -7,6 +7,7 @@ The defaults serve a local run on one machine: SQLite, Redis on localhost, the b
 import os
 import secrets
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,9 +44,27 @@ def local_secret_key() -> str:
 
 
 SECRET_KEY = os.environ.get("SECRET_KEY") or local_secret_key()
-DEBUG = env_bool("DEBUG", True)
+# Off unless DEBUG=1: no page, static file or error page depends on it (`make run` included).
+DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# Behind a reverse proxy: the addresses it connects from ("*" when nothing else can reach the web
+# port). uvicorn reads the same variable: it takes the client's address and scheme from
+# X-Forwarded-For and X-Forwarded-Proto only on connections from there (the log-in lockout counts
+# per address), and Django trusts X-Forwarded-Proto, so that request.is_secure() holds and the API
+# hands out https:// and wss:// URLs. Empty (the default): nobody is trusted with those headers.
+FORWARDED_ALLOW_IPS = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+if FORWARDED_ALLOW_IPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Served over HTTPS (by the proxy or otherwise): cookies only over HTTPS, plain HTTP redirected,
+# and browsers told to use HTTPS only (HSTS) for IMAGEGEN_HSTS_SECONDS (a year; 0 while trying
+# HTTPS out, since browsers remember it). The health check asks over plain HTTP from inside.
+IMAGEGEN_HTTPS = env_bool("IMAGEGEN_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = IMAGEGEN_HTTPS
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$"]
+SECURE_HSTS_SECONDS = int(os.environ.get("IMAGEGEN_HSTS_SECONDS", "31536000")) if IMAGEGEN_HTTPS else 0
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = bool(SECURE_HSTS_SECONDS)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -58,6 +77,7 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "template_partials",
+    "axes",
     "imagegen",
     "img2img",
     "refinement",
@@ -72,6 +92,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Turns a locked-out log-in into the lockout page (imagegen.auth.login_locked_out_response).
+    # Outside BearerTokenMiddleware, so that it runs synchronously with the rest (see below).
+    "axes.middleware.AxesMiddleware",
     # Innermost, because it is synchronous only: under ASGI, Django runs every middleware outside
     # the innermost synchronous one in synchronous mode on one thread, where each async-capable
     # middleware inside it would cost thread switches per request. CSRF still sees what it sets,
@@ -257,6 +280,10 @@ SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
 
 # Generations each user may start a day (runs of every kind); the admin can set it per user.
 IMAGEGEN_DAILY_QUOTA = int(os.environ.get("IMAGEGEN_DAILY_QUOTA", "500"))
+# Fair use, per user (imagegen.services.quota): jobs of every kind queued or running at once, and
+# jobs submitted within any minute. 0: no limit.
+IMAGEGEN_MAX_ACTIVE_JOBS = int(os.environ.get("IMAGEGEN_MAX_ACTIVE_JOBS", "4"))
+IMAGEGEN_SUBMISSIONS_PER_MINUTE = int(os.environ.get("IMAGEGEN_SUBMISSIONS_PER_MINUTE", "10"))
 
 # Recovery: a running job whose worker stopped sending heartbeats is given to another worker,
 # at most IMAGEGEN_MAX_ATTEMPTS times in all; queued jobs whose message never reached the broker
@@ -270,7 +297,22 @@ IMAGEGEN_HOUSEKEEPING_INTERVAL = float(os.environ.get("IMAGEGEN_HOUSEKEEPING_INT
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
-# Log-in throttling: this many failures within the window lock out the (username, address)
-# pair; four times as many lock out the username from everywhere.
-IMAGEGEN_LOGIN_MAX_FAILURES = int(os.environ.get("IMAGEGEN_LOGIN_MAX_FAILURES", "5"))
-IMAGEGEN_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT_SECONDS", "900"))
+# Log-in lockout (django-axes, which hooks authenticate() itself, so /login/ and /admin/login/
+# alike): IMAGEGEN_LOGIN_MAX_FAILURES failures of one username from one address within
+# IMAGEGEN_LOGIN_LOCKOUT_SECONDS lock out that pair, and only that pair, until the window has
+# passed since its last failure. Locking the username everywhere would let any stranger keep the
+# administrator out by guessing wrong on purpose; locking the address alone would let one shared
+# address (an office, a proxy that is not configured) lock everyone out. The client address is
+# REMOTE_ADDR, which uvicorn takes from X-Forwarded-For only for a trusted proxy (FORWARDED_ALLOW_IPS).
+# `manage.py axes_reset` (or axes_reset_username, axes_reset_ip) lifts lockouts at once.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("IMAGEGEN_LOGIN_MAX_FAILURES", "5"))
+AXES_COOLOFF_TIME = timedelta(seconds=int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT_SECONDS", "900")))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "imagegen.auth.login_locked_out_response"
+# No header is read here: behind a proxy, uvicorn has put the client's address in REMOTE_ADDR.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)

@@ -27,7 +27,7 @@ imagegen_patterns = [
 urlpatterns = [
     path("", include((imagegen_patterns, "imagegen"))),
     path("", include("refinement.urls")),
-    path("login/", views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/operations/", views.operations, name="operations"),
     path("admin/", admin.site.urls),

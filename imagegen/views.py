@@ -4,7 +4,6 @@ import mimetypes
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -16,7 +15,6 @@ from img2img.uploads import MAX_UPLOAD_BYTES
 from refinement.selectors import refinements_of_run
 
 from . import selectors, services
-from .forms import LockoutLoginForm
 from .models import Run
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
@@ -141,12 +139,6 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"
     return response
-
-
-class LoginView(auth_views.LoginView):
-    """Django's log-in, refusing further attempts after repeated failures (see LockoutLoginForm)."""
-
-    form_class = LockoutLoginForm
 
 
 @staff_member_required

@@ -13,6 +13,7 @@ from imagegen.api import (
     image_json,
     job_accepted,
     json_body,
+    quota_refusal_response,
 )
 from imagegen.services import QuotaExceededError
 from img2img.forms import ImageUploadForm
@@ -48,7 +49,7 @@ def refine(request: HttpRequest, run_id) -> JsonResponse:
     try:
         refinement = services.refinement_create(**form.refinement_arguments(payload_form))
     except QuotaExceededError as refusal:
-        return error_response(str(refusal), status=429)
+        return quota_refusal_response(refusal)
     except services.NothingToRefineError as refusal:
         return error_response(str(refusal), status=409)
     return job_accepted(

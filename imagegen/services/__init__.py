@@ -1,7 +1,7 @@
 """Every write, by concern: the lifecycle of any job (jobs), runs, images, the quota, accounts, and
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
-from .accounts import api_token_create, api_tokens_revoke, local_admin_create, login_failure_record
+from .accounts import api_token_create, api_tokens_revoke, local_admin_create
 from .images import image_delete, image_open_rgb, image_store
 from .jobs import (
     QUEUE_UNAVAILABLE,
@@ -45,7 +45,6 @@ __all__ = [
     "job_finish",
     "jobs_recover",
     "local_admin_create",
-    "login_failure_record",
     "quota_claim",
     "run_create",
     "run_execute",

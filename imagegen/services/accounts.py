@@ -1,13 +1,10 @@
-"""Accounts: API tokens, the local administrator of a single-machine install, failed log-ins."""
+"""Accounts: API tokens and the local administrator of a single-machine install."""
 
 import secrets
-from datetime import timedelta
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.utils import timezone
 
-from ..models import ApiToken, LoginFailure
+from ..models import ApiToken
 
 
 def api_token_create(*, username: str, name: str = "") -> str:
@@ -34,10 +31,3 @@ def local_admin_create(*, username: str) -> str:
     user.set_password(password)
     user.save()
     return password
-
-
-def login_failure_record(*, username: str, ip_address: str | None) -> None:
-    LoginFailure.objects.create(username=username[:150], ip_address=ip_address)
-    # Old failures only matter inside the lockout window.
-    window = timedelta(seconds=settings.IMAGEGEN_LOGIN_LOCKOUT_SECONDS)
-    LoginFailure.objects.filter(at__lt=timezone.now() - window).delete()

@@ -10,6 +10,7 @@ import inspect
 import json
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
@@ -30,6 +31,8 @@ EXTERNAL_VARIABLES = {"HF_HOME"}
 # The Dockerfile's ENV paths, each of which must be a volume (state that outlives the image).
 STATE_PATHS = ("MEDIA_ROOT", "IMAGEGEN_MODEL_CACHE", "IMAGEGEN_VAR_DIR", "HF_HOME")
 ESSENTIAL_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "IMAGEGEN_MODEL", "ALLOWED_HOSTS", "DEBUG")
+# What `docker compose up` needs in .env (README "Deploy"); nothing else has to be set.
+DOT_ENV = {"SECRET_KEY": "a-secret-from-dot-env", "POSTGRES_PASSWORD": "db0secret", "REDIS_PASSWORD": "redis0secret"}
 
 
 # --- reading the files ---
@@ -75,7 +78,7 @@ def environment(service: dict, env: dict[str, str] | None = None) -> dict[str, s
     raw = service.get("environment") or {}
     if isinstance(raw, list):
         raw = dict(item.split("=", 1) for item in raw)
-    env = {"SECRET_KEY": "a-secret-from-dot-env"} if env is None else env
+    env = DOT_ENV if env is None else env
     return {key: interpolate(str(value), env) for key, value in raw.items()}
 
 
@@ -234,27 +237,27 @@ def test_secret_key_must_be_given(services):
     # No default: a key written in this file would be the same on every installation.
     with pytest.raises(LookupError):
         environment(services["web"], env={})
-    assert environment(services["web"], env={"SECRET_KEY": "from-env"})["SECRET_KEY"] == "from-env"
+    assert environment(services["web"], env={**DOT_ENV, "SECRET_KEY": "from-env"})["SECRET_KEY"] == "from-env"
 
 
 def test_web_healthcheck_host_is_always_allowed(services):
     # The healthcheck calls 127.0.0.1; a deployer setting ALLOWED_HOSTS to the site's name must
     # not turn it into a 400 (and the web service into "unhealthy").
-    for shell in ({"SECRET_KEY": "k"}, {"SECRET_KEY": "k", "ALLOWED_HOSTS": "images.example.com"}):
+    for shell in (DOT_ENV, {**DOT_ENV, "ALLOWED_HOSTS": "images.example.com"}):
         allowed = environment(services["web"], env=shell)["ALLOWED_HOSTS"].split(",")
         assert "127.0.0.1" in allowed, allowed
-    allowed = environment(services["web"], env={"SECRET_KEY": "k", "ALLOWED_HOSTS": "images.example.com"})
+    allowed = environment(services["web"], env={**DOT_ENV, "ALLOWED_HOSTS": "images.example.com"})
     assert "images.example.com" in allowed["ALLOWED_HOSTS"].split(",")
     assert "localhost" in environment(services["web"])["ALLOWED_HOSTS"].split(",")
 
 
 def test_model_defaults_to_the_built_in_one(services):
     assert environment(services["worker"])["IMAGEGEN_MODEL"] == "tiny"
-    chosen = environment(services["worker"], env={"SECRET_KEY": "k", "IMAGEGEN_MODEL": "some/model"})
+    chosen = environment(services["worker"], env={**DOT_ENV, "IMAGEGEN_MODEL": "some/model"})
     assert chosen["IMAGEGEN_MODEL"] == "some/model"
 
 
-def test_database_is_the_db_service(services):
+def test_database_is_the_db_service_with_its_password(services):
     env = environment(services["web"])
     database = dj_database_url.parse(env["DATABASE_URL"])
     assert database["ENGINE"] == "django.db.backends.postgresql"
@@ -265,11 +268,19 @@ def test_database_is_the_db_service(services):
     assert db["image"].startswith("postgres:")
     assert database["NAME"] == db_env.get("POSTGRES_DB", db_env.get("POSTGRES_USER", "postgres"))
     assert database["USER"] == db_env.get("POSTGRES_USER", "postgres")
-    if not database["PASSWORD"]:
-        # Without a password the server must trust its network, and that network must stay private.
-        assert db_env.get("POSTGRES_HOST_AUTH_METHOD") == "trust"
-        assert not db.get("ports"), "a passwordless PostgreSQL must not publish its port"
+    # The app logs in with the password the server was given, and the server trusts nobody.
+    assert database["PASSWORD"] == db_env["POSTGRES_PASSWORD"] == DOT_ENV["POSTGRES_PASSWORD"]
+    assert db_env.get("POSTGRES_HOST_AUTH_METHOD", "scram-sha-256") not in ("trust", "password", "md5")
     assert "/var/lib/postgresql/data" in mounts(db), "the database must live in a volume"
+
+
+@pytest.mark.parametrize("name, server", [("POSTGRES_PASSWORD", "db"), ("REDIS_PASSWORD", "redis")])
+def test_passwords_must_be_given(services, name, server):
+    # No default: a password written in this file would be the same on every installation.
+    without = {key: value for key, value in DOT_ENV.items() if key != name}
+    for service in ("web", server):
+        with pytest.raises(LookupError, match=name):
+            environment(services[service], env=without)
 
 
 def container_settings(service: dict, shell: dict[str, str]) -> dict:
@@ -288,14 +299,14 @@ def container_settings(service: dict, shell: dict[str, str]) -> dict:
 
 
 def test_settings_load_with_the_compose_environment(services):
-    # What a container gets from `docker compose up` with only SECRET_KEY in .env.
-    loaded = container_settings(services["web"], {"SECRET_KEY": "from-dot-env"})
+    # What a container gets from `docker compose up` with only the required variables in .env.
+    loaded = container_settings(services["web"], DOT_ENV)
     assert loaded["DEBUG"] is False
     assert {"localhost", "127.0.0.1"} <= set(loaded["ALLOWED_HOSTS"])
     assert loaded["CSRF_TRUSTED_ORIGINS"] == []
     assert loaded["DATABASES"]["default"]["ENGINE"] == "django.db.backends.postgresql"
     assert loaded["DATABASES"]["default"]["HOST"] == "db"
-    assert loaded["CELERY_BROKER_URL"] == "redis://redis:6379/0"
+    assert loaded["CELERY_BROKER_URL"] == f"redis://:{DOT_ENV['REDIS_PASSWORD']}@redis:6379/0"
     assert loaded["STORAGES"]["default"]["BACKEND"] == "django.core.files.storage.FileSystemStorage"
     assert loaded["IMAGEGEN_MODEL"] == "tiny"
     env = dockerfile_env()
@@ -305,8 +316,44 @@ def test_settings_load_with_the_compose_environment(services):
     assert loaded["STATIC_ROOT"] == env["STATIC_ROOT"]
 
 
+def readme_dot_env() -> dict[str, str]:
+    """The `.env` of README "Deploy", each `<random>` filled in as its comment says."""
+    block = re.search(r"```sh\n# \.env\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, 'README "Deploy" has no `# .env` block'
+    env = {}
+    for line in block[1].splitlines():
+        name, _, value = line.split("#", 1)[0].strip().partition("=")
+        if name:
+            env[name] = secrets.token_hex(32) if value == "<random>" else value
+    return env
+
+
+def deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_documented_production_environment_passes_the_deploy_check(services):
+    dot_env = readme_dot_env()
+    assert set(DOT_ENV) | {"FORWARDED_ALLOW_IPS", "IMAGEGEN_HTTPS"} <= set(dot_env)
+    env = {"PATH": os.environ["PATH"], **dockerfile_env(), **environment(services["web"], dot_env)}
+    result = deploy_check(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_the_development_defaults_fail_the_deploy_check_but_not_for_debug(tmp_path):
+    # `make run` without any setting: plain HTTP, so the check has something to say...
+    result = deploy_check({"PATH": os.environ["PATH"], "IMAGEGEN_VAR_DIR": str(tmp_path)})
+    assert result.returncode != 0
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in result.stderr, result.stderr
+    # ...but DEBUG is off by default, everywhere.
+    assert "security.W018" not in result.stderr
+
+
 def test_s3_storage_through_the_compose_environment(services):
-    shell = {"SECRET_KEY": "k", "IMAGEGEN_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "studio-media"}
+    shell = {**DOT_ENV, "IMAGEGEN_STORAGE": "s3", "AWS_STORAGE_BUCKET_NAME": "studio-media"}
     loaded = container_settings(services["worker"], shell)
     assert loaded["STORAGES"]["default"]["BACKEND"] == "storages.backends.s3.S3Storage"
     assert loaded["STORAGES"]["default"]["OPTIONS"]["bucket_name"] == "studio-media"
@@ -315,14 +362,20 @@ def test_s3_storage_through_the_compose_environment(services):
     assert loaded["STORAGES"]["default"]["OPTIONS"]["access_key"] is None
 
 
-def test_redis_is_the_redis_service(services):
+def test_redis_is_the_redis_service_with_its_password(services):
     url = environment(services["web"])["REDIS_URL"]
-    match = re.fullmatch(r"redis://(?P<host>[\w.-]+)(?::(?P<port>\d+))?(?:/\d+)?", url)
+    match = re.fullmatch(r"redis://:(?P<password>\w+)@(?P<host>[\w.-]+)(?::(?P<port>\d+))?(?:/\d+)?", url)
     assert match, url
     assert match["host"] == "redis" and "redis" in services
     assert int(match["port"] or 6379) == 6379
-    assert services["redis"]["image"].startswith("redis:")
-    assert not services["redis"].get("ports"), "Redis has no password: it must not publish its port"
+    redis = services["redis"]
+    assert redis["image"].startswith("redis:")
+    # The server wants the password the app sends, and its healthcheck logs in with it too.
+    server = options([interpolate(arg, DOT_ENV) for arg in argv(redis["command"])])
+    assert server.get("--requirepass") == match["password"] == DOT_ENV["REDIS_PASSWORD"]
+    assert environment(redis).get("REDISCLI_AUTH") == DOT_ENV["REDIS_PASSWORD"]
+    check = healthcheck_command(redis)
+    assert "redis-cli" in check and "PONG" in check, f"a refused ping (NOAUTH) must not count as healthy: {check}"
 
 
 # --- commands ---

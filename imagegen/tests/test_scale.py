@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import use_redis, wait_until
+from conftest import NO_FAIR_USE_LIMITS, use_redis, wait_until
 from imagegen import services
 from imagegen.localstack import start_stack
 from imagegen.models import JobStatus, Run
@@ -79,7 +79,7 @@ def test_two_web_processes_relay_every_job_to_its_websocket(redis_server, transa
     whichever process took the submit and whichever holds the socket."""
     url = redis_server.url(2)  # not the live stack's: its worker must not take these jobs
     use_redis(url)
-    stack = start_stack(tmp_path, url, web_processes=2)
+    stack = start_stack(tmp_path, url, web_processes=2, **NO_FAIR_USE_LIMITS)
     try:
         settings.MEDIA_ROOT = stack.media_root
         supervisor = stack.processes["web"].pid

@@ -2,16 +2,19 @@
 
 import io
 import json
+import time
 import zlib
+from datetime import timedelta
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.test import Client
 from PIL import Image as PILImage
 from PIL import PngImagePlugin
 
 from imagegen import services
-from imagegen.models import Image, LoginFailure, Run
+from imagegen.models import Image, Run
 from img2img.tests.test_uploads import crafted_png, encode, png_chunk
 
 from .factories import PASSWORD, ImageFactory, RunFactory, UserFactory
@@ -142,19 +145,43 @@ def test_forms_need_a_csrf_token():
     assert not Run.objects.exclude(pk=run.pk).exists() and Run.objects.get().status == "running"
 
 
-def test_repeated_failed_log_ins_lock_the_account_out_for_a_while(client, settings):
-    settings.IMAGEGEN_LOGIN_MAX_FAILURES = 3
-    UserFactory(username="victim")
-    for _ in range(3):
-        page = client.post("/login/", {"username": "victim", "password": "guess"}).content.decode()
-        assert "Please enter a correct username and password" in page
-    page = client.post("/login/", {"username": "victim", "password": PASSWORD}).content.decode()
-    assert "Too many failed log-ins. Wait 15 minutes and try again." in page
-    assert "_auth_user_id" not in client.session
-    # Another address may still log in until the username's overall limit is reached.
-    other = Client(REMOTE_ADDR="203.0.113.9")
-    assert other.post("/login/", {"username": "victim", "password": PASSWORD}).status_code == 302
-    assert LoginFailure.objects.filter(username="victim").count() == 3
+def log_in(client: Client, login_url: str, password: str):
+    return client.post(login_url, {"username": "root", "password": password})
+
+
+@pytest.mark.parametrize("login_url", ["/login/", "/admin/login/"])
+def test_repeated_failed_log_ins_lock_out_that_username_from_that_address(login_url, settings):
+    settings.AXES_FAILURE_LIMIT = 3
+    UserFactory(username="root", is_staff=True, is_superuser=True)
+    guesser = Client(REMOTE_ADDR="198.51.100.7")
+    for _ in range(2):
+        response = log_in(guesser, login_url, "guess")
+        assert response.status_code == 200 and "correct username and password" in response.content.decode()
+    # The third failure locks the pair out; from then on even the right password is refused,
+    # on the same log-in page, which says why and for how long.
+    for password in ("guess", PASSWORD):
+        response = log_in(guesser, login_url, password)
+        page = response.content.decode()
+        assert response.status_code == 429
+        assert "Too many failed log-ins. Wait 15 minutes and try again." in page
+        assert 'name="password"' in page
+        assert "_auth_user_id" not in guesser.session
+    # A stranger cannot lock the administrator out: from another address the password works.
+    assert log_in(Client(REMOTE_ADDR="203.0.113.9"), login_url, PASSWORD).status_code == 302
+    # The operator lifts every lockout at once.
+    call_command("axes_reset", stdout=io.StringIO())
+    assert log_in(guesser, login_url, PASSWORD).status_code == 302
+
+
+def test_a_lockout_ends_by_itself_after_the_cool_off(settings):
+    settings.AXES_FAILURE_LIMIT = 1
+    settings.AXES_COOLOFF_TIME = timedelta(seconds=1)
+    UserFactory(username="root")
+    client = Client()
+    assert log_in(client, "/login/", "guess").status_code == 429
+    assert log_in(client, "/login/", PASSWORD).status_code == 429
+    time.sleep(1.2)
+    assert log_in(client, "/login/", PASSWORD).status_code == 302
 
 
 def test_api_tokens_can_be_revoked_in_the_admin(client):

@@ -3,15 +3,19 @@
 import io
 import json
 import random
+import threading
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 from PIL import Image as PILImage
 
+from imagegen import services
 from imagegen.models import Run, UserQuota
-from imagegen.tests.factories import UserFactory
+from imagegen.services import quota
+from imagegen.tests.factories import RunFactory, UserFactory
 from img2img.management.commands import batch_img2img
 
 pytestmark = pytest.mark.integration
@@ -144,6 +148,24 @@ def test_a_used_up_quota_stops_the_batch(db, photos, tmp_path):
     assert "blue.WEBP: You have used all 0 generations of your daily quota." in stdout
     assert "Done: 0, skipped: 0, failed: 1, not attempted: 3\n" in stdout
     assert not Run.objects.exists()
+
+
+def test_the_batch_waits_while_the_owner_has_every_slot_taken(stack, tmp_path, settings, monkeypatch):
+    settings.IMAGEGEN_MAX_ACTIVE_JOBS = 1
+    monkeypatch.setattr(quota, "ACTIVE_JOBS_RETRY_SECONDS", 1)
+    owner = UserFactory()
+    elsewhere = RunFactory(owner=owner, status="queued")  # the owner's job from the web, never sent here
+    picture(tmp_path / "in" / "a.png", (64, 64), (0, 0, 0), "PNG")
+    threading.Timer(2, lambda: (services.job_cancel(job=elsewhere), connection.close())).start()
+
+    status, stdout, _ = batch(
+        str(tmp_path / "in"), str(tmp_path / "out"), "--prompt", "fox", *FAST, "--user", owner.username
+    )
+
+    assert status == 0, stdout
+    assert "Waiting 1 s: You have 1 job queued or running, the most you may have at once." in stdout
+    assert "Done: 1, skipped: 0, failed: 0\n" in stdout
+    assert (tmp_path / "out" / "a.png").exists()
 
 
 # With the `db` fixture the test's transaction never commits, so no run reaches a worker: it stays queued.

@@ -155,8 +155,9 @@ def test_retry_is_a_new_version_with_the_same_parent_payload_and_seed():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_eight_concurrent_submissions_get_eight_distinct_versions():
+def test_eight_concurrent_submissions_get_eight_distinct_versions(settings):
     """Eight threads, each with its own database connection, refine the same run at once."""
+    settings.IMAGEGEN_MAX_ACTIVE_JOBS = settings.IMAGEGEN_SUBMISSIONS_PER_MINUTE = 0  # the chain's lock is tested
     run = finished_run()
     barrier = threading.Barrier(8)
     versions, errors = [], []

@@ -41,7 +41,9 @@ class Command(BaseCommand):
             manager.add_process(
                 "redis", shlex.join(redis_server_command(redis_port, settings.VAR_DIR / "redis")), env=env
             )
-        web = web_server_command(host, port, processes=web_processes_default())
+        web = web_server_command(
+            host, port, processes=web_processes_default(), forwarded_allow_ips=settings.FORWARDED_ALLOW_IPS
+        )
         manager.add_process("web", shlex.join(web), env=env)
         manager.add_process(
             "worker",

@@ -207,22 +207,33 @@ class Command(BaseCommand):
             raise ImageError(str(error)) from error
         except OSError as error:
             raise ImageError(f"The file could not be read ({error.strerror or error}).") from error
-        try:
-            self.current_run = services.run_create(
-                owner=owner,
-                prompt=batch.prompt,
-                negative_prompt=batch.negative_prompt,
-                steps=batch.steps,
-                guidance_scale=batch.guidance_scale,
-                seed=batch.seed,
-                init_upload=init_upload,
-                strength=batch.strength,
-            )
-        except services.QuotaExceededError as error:
-            raise BatchStoppedError(str(error)) from error
+        self.current_run = self.submit_when_allowed(owner=owner, batch=batch, init_upload=init_upload)
         wait_for(self.current_run, timeout=timeout, steps_bar=steps_bar)
         write_output(self.current_run, output=output, job_key=job_key)
         return True
+
+
+    def submit_when_allowed(self, *, owner, batch: BatchSettings, init_upload) -> Run:
+        """The run, submitted as soon as the owner's fair-use limits allow: the batch counts like any
+        other submission (it holds one slot at a time), and waits while the owner's jobs fill every
+        slot or the minute's submissions are used up. The daily quota stops it: that takes a day."""
+        while True:
+            try:
+                return services.run_create(
+                    owner=owner,
+                    prompt=batch.prompt,
+                    negative_prompt=batch.negative_prompt,
+                    steps=batch.steps,
+                    guidance_scale=batch.guidance_scale,
+                    seed=batch.seed,
+                    init_upload=init_upload,
+                    strength=batch.strength,
+                )
+            except services.QuotaExceededError as error:
+                if error.retry_after is None:
+                    raise BatchStoppedError(str(error)) from error
+                self.say(f"Waiting {error.retry_after} s: {error}")
+                time.sleep(error.retry_after)
 
 
 def validated_settings(options: dict) -> BatchSettings:
