@@ -24,6 +24,10 @@ imagegen_patterns = [
     path("api/v1/runs/<uuid:job_id>/cancel", api.job_cancel, name="api_run_cancel"),
 ]
 
+handler400 = "imagegen.errors.bad_request"
+handler403 = "imagegen.errors.permission_denied"
+handler404 = "imagegen.errors.page_not_found"
+
 urlpatterns = [
     path("", include((imagegen_patterns, "imagegen"))),
     path("", include("refinement.urls")),

@@ -18,6 +18,7 @@ from refinement.selectors import refinements_of_run
 from . import selectors, services
 from .forms import LockoutLoginForm
 from .models import Run
+from .storedfiles import open_image_file
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
@@ -133,7 +134,7 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
     content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
     download = "download" in request.GET
     response = FileResponse(
-        image.file.open("rb"),
+        open_image_file(image=image),
         content_type=content_type,
         as_attachment=download,
         filename=selectors.image_download_name(image=image) if download else None,
