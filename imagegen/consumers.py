@@ -104,7 +104,9 @@ class JobApiConsumer(JobEventsMixin, AsyncJsonWebsocketConsumer):
         try:
             await self.decode_json(text_data if text_data is not None else bytes_data.decode())
         except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the parser goes
-            await self.close(code=CLOSE_BAD_MESSAGE, reason="Not JSON. This socket takes no messages; JSON ones are ignored.")
+            await self.close(
+                code=CLOSE_BAD_MESSAGE, reason="Not JSON. This socket takes no messages; JSON ones are ignored."
+            )
 
     async def job_progress(self, event: dict) -> None:
         await self.send_json(event)

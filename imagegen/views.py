@@ -6,8 +6,10 @@ from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.contenttypes import views as contenttype_views
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -148,6 +150,16 @@ class LoginView(auth_views.LoginView):
     """Django's log-in, refusing further attempts after repeated failures (see LockoutLoginForm)."""
 
     form_class = LockoutLoginForm
+
+
+@admin.site.admin_view
+def view_on_site(request: HttpRequest, content_type_id: str, object_id: str) -> HttpResponse:
+    """The admin's "View on site" link. Django's own lets the ValidationError of an id that is not
+    a UUID through as a 500; here it is the 404 of any other id that names nothing."""
+    try:
+        return contenttype_views.shortcut(request, content_type_id, object_id)
+    except ValidationError:
+        raise Http404(f"No object {object_id!r} of this type.") from None
 
 
 @staff_member_required

@@ -1,0 +1,282 @@
+"""No 500: every URL pattern of the site, found from the resolver (so a URL added later is walked
+too), fed hostile path values, query strings and bodies by every kind of caller.
+
+Django's test client is fast enough to try thousands of requests; test_bodylimit.py and the end of
+this file check through the real uvicorn what a client sees differently there.
+"""
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from imagegen import services
+from imagegen.models import Image, JobStatus
+from refinement.tests.factories import succeeded_refinement
+
+from .factories import ImageFactory, RunFactory, UserFactory
+from .test_reliability import record
+
+# Path values no converter expects: not a UUID, huge, unicode, traversal, NUL, invalid UTF-8,
+# and a well-formed UUID that names nothing.
+HOSTILE_PATH_VALUES = [
+    "not-a-uuid",
+    "9" * 4096,
+    "ünïcødé-💥",
+    "../../../etc/passwd",
+    "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "%00",
+    "%ff%fe",
+    str(uuid.UUID(int=0)),
+]
+HOSTILE_QUERIES = [
+    "",
+    "?page=-1&type=%00&image=not-a-uuid&download=1&q=%00%ff&o=-99&all=&_changelist_filters=%00&e=1",
+    "?page=99999999999999999999999&image=" + "9" * 4096,
+    "?" + "&".join(f"field{i}=x" for i in range(1500)),  # more fields than Django parses
+]
+JSON = "application/json"
+DEEP_JSON = "[" * 100_000 + "]" * 100_000
+HUGE_JSON = json.dumps({"prompt": "x" * (3 * 1024 * 1024)})  # past Django's in-memory body limit
+WRONG_TYPES = (
+    '{"prompt": null, "negative_prompt": {"a": 1}, "num_inference_steps": [1], "width": "wide", "height": -8,'
+    ' "seed": 1e400, "scheduler": 7, "type": {"x": 1}, "payload": "text", "parent_image_id": 5,'
+    ' "creativity": true, "strength": "NaN"}'
+)
+HOSTILE_FORM = {
+    "prompt": "\x00" * 10,
+    "width": "-1",
+    "height": "1e9",
+    "steps": "NaN",
+    "type": "text",
+    "parent_image_id": "not-a-uuid",
+    "creativity": "99",
+    "text-corrections": "{",
+    "region-rectangles": "[[[[",
+    "csrfmiddlewaretoken": "forged",
+}
+
+
+@dataclass(frozen=True)
+class Body:
+    name: str
+    data: object
+    content_type: str
+
+
+HOSTILE_BODIES = [
+    Body("invalid JSON", "{not json", JSON),
+    Body("JSON nested 100 000 deep", DEEP_JSON, JSON),
+    Body("3 MB of JSON", HUGE_JSON, JSON),
+    Body("JSON of wrong types and nulls", WRONG_TYPES, JSON),
+    Body("a JSON array", "[1, 2, 3]", JSON),
+    Body("JSON that is not UTF-8", b'{"prompt": "\xff\xfe"}', JSON),
+    Body("hostile form fields", HOSTILE_FORM, "multipart"),
+    Body("a GIF and an HTML page as uploads", "files", "multipart"),
+]
+
+
+def hostile_files() -> dict:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    gif = SimpleUploadedFile("../../x.png", b"GIF89a" + b"\x00" * 64, content_type="image/png")
+    html = SimpleUploadedFile("x\x00.jpg", b"<html><script>alert(1)</script>", content_type="image/jpeg")
+    return {**HOSTILE_FORM, "image": gif, "init_image": html, "reference": gif, "general-reference": html}
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    choices: tuple[str, ...] = ()  # a regex group's alternatives (admin's app labels)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One URL pattern with its prefixes: literal parts and placeholders, in order."""
+
+    parts: tuple[str | Placeholder, ...]
+    name: str
+
+    def fill(self, values: dict[str, str]) -> str:
+        return "/" + "".join(part if isinstance(part, str) else values[part.name] for part in self.parts)
+
+    @property
+    def placeholders(self) -> list[Placeholder]:
+        return [part for part in self.parts if isinstance(part, Placeholder)]
+
+
+ROUTE_PLACEHOLDER = re.compile(r"<(?:[^>:]+:)?(?P<name>[^>]+)>")
+REGEX_GROUP = re.compile(r"\(\?P<(?P<name>\w+)>(?P<body>[^)]*)\)")
+PLAIN_WORDS = re.compile(r"^[\w|]+$")
+
+
+def pattern_parts(pattern) -> list[str | Placeholder]:
+    text = str(pattern)
+    is_regex = type(pattern).__name__ == "RegexPattern"
+    if is_regex:
+        text = text.removeprefix("^").removesuffix("$")
+    parts, position = [], 0
+    for match in (REGEX_GROUP if is_regex else ROUTE_PLACEHOLDER).finditer(text):
+        parts.append(text[position : match.start()])
+        body = match.groupdict().get("body") or ""
+        parts.append(Placeholder(match["name"], tuple(body.split("|")) if PLAIN_WORDS.match(body) else ()))
+        position = match.end()
+    parts.append(text[position:])
+    literal = "".join(part for part in parts if isinstance(part, str))
+    # A new kind of regex pattern needs this walker taught how to fill it, rather than being skipped.
+    assert not (is_regex and re.search(r"[\\^$.*+?()\[\]{}|]", literal)), f"cannot fill {text!r}"
+    return [part for part in parts if part != ""]
+
+
+def every_route(resolver=None, prefix=(), namespace="") -> Iterator[Route]:
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        parts = (*prefix, *pattern_parts(entry.pattern))
+        if isinstance(entry, URLResolver):
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from every_route(entry, parts, inner)
+        else:
+            assert isinstance(entry, URLPattern)
+            yield Route(parts, f"{namespace}{entry.name or ''}")
+
+
+@dataclass
+class World:
+    """What the callers own: a run (its output's file gone from storage), a refinement, an image."""
+
+    user: object
+    staff: object
+    token: str
+    values: dict[str, list[str]]
+
+
+@pytest.fixture
+def world(db) -> World:
+    user = UserFactory(username="walker")
+    staff = UserFactory(username="walker-staff", is_staff=True, is_superuser=True)
+    token = services.api_token_create(username=user.username)
+    run = RunFactory(owner=user, status=JobStatus.SUCCEEDED, step=4)
+    lost = ImageFactory(owner=user, run=run, kind=Image.Kind.OUTPUT)
+    lost.file.storage.delete(lost.file.name)
+    refinement = succeeded_refinement(run)
+    kept = refinement.result
+    values = {
+        "run_id": [str(run.pk)],
+        "job_id": [str(run.pk), str(refinement.pk)],
+        "image_id": [str(lost.pk), str(kept.pk)],
+        "content_type_id": [str(ContentType.objects.get_for_model(run).pk)],
+        "url": ["nothing/here/"],
+    }
+    return World(user=user, staff=staff, token=token, values=values)
+
+
+def admin_model_of(route: Route):
+    """The model of an admin URL named "admin:<app>_<model>_<view>", or None."""
+    named = re.match(r"admin:(?P<app>[a-z0-9]+)_(?P<model>[a-z0-9]+)_", route.name)
+    try:
+        return apps.get_model(named["app"], named["model"]) if named else None
+    except LookupError:  # "admin:view_on_site"
+        return None
+
+
+def valid_values(route: Route, world: World, placeholder: Placeholder) -> list[str]:
+    """Values a well-behaved caller would put there: ids of objects that exist."""
+    if placeholder.choices:
+        return [placeholder.choices[0]]
+    if placeholder.name in world.values:
+        return world.values[placeholder.name]
+    admin_model = admin_model_of(route)
+    if admin_model and placeholder.name in {"object_id", "id"}:
+        first = admin_model.objects.order_by("pk").first()
+        return [str(first.pk)] if first else ["1"]
+    if placeholder.name == "object_id":  # admin's "view on site" shortcut, beside content_type_id
+        return world.values["run_id"]
+    return ["1"]
+
+
+def urls_to_try(route: Route, world: World) -> Iterator[tuple[str, bool]]:
+    """(path, hostile): every valid combination, then each placeholder in turn made hostile."""
+    valid = {placeholder.name: valid_values(route, world, placeholder) for placeholder in route.placeholders}
+    first = {name: choices[0] for name, choices in valid.items()}
+    for name, choices in valid.items():
+        for value in choices:
+            yield route.fill({**first, name: value}), False
+    if not valid:
+        yield route.fill({}), False
+    for name in valid:
+        for value in HOSTILE_PATH_VALUES:
+            yield route.fill({**first, name: value}), True
+
+
+def callers(world: World) -> dict[str, Client]:
+    """Anonymous; the user with a session but no CSRF token; the user with one; their API token; staff."""
+    anonymous = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    no_csrf = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    no_csrf.force_login(world.user)
+    session = Client(raise_request_exception=False)
+    session.force_login(world.user)
+    token = Client(raise_request_exception=False, HTTP_AUTHORIZATION=f"Bearer {world.token}")
+    staff = Client(raise_request_exception=False)
+    staff.force_login(world.staff)
+    return {"anonymous": anonymous, "session without CSRF": no_csrf, "session": session, "token": token, "staff": staff}
+
+
+def requests_for(path: str, hostile_path: bool) -> Iterator[tuple[str, str, dict]]:
+    """(method, path, keyword arguments of the test client's method)."""
+    queries = HOSTILE_QUERIES[:1] if hostile_path else HOSTILE_QUERIES
+    for query in queries:
+        yield "get", path + query, {}
+    bodies = HOSTILE_BODIES[:1] if hostile_path else HOSTILE_BODIES
+    for body in bodies:
+        if body.content_type == "multipart":
+            data = hostile_files() if body.data == "files" else body.data
+            yield "post", path, {"data": data}
+        else:
+            yield "post", path, {"data": body.data, "content_type": body.content_type}
+    if not hostile_path:
+        yield "put", path, {"data": WRONG_TYPES, "content_type": JSON}
+        yield "patch", path, {"data": DEEP_JSON, "content_type": JSON}
+        yield "delete", path, {}
+        yield "options", path, {}
+        yield "head", path, {}
+
+
+def test_the_walker_finds_every_kind_of_url():
+    names = {route.name for route in every_route()}
+    # Pages, the API, the refinement app and the admin (its models and its catch-all) are all walked.
+    for expected in (
+        "imagegen:image_file",
+        "imagegen:api_run",
+        "refinement:api_refinement",
+        "refinement:refine",
+        "admin:imagegen_run_change",
+        "admin:app_list",
+        "operations",
+        "login",
+    ):
+        assert expected in names
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "session without CSRF", "session", "token", "staff"])
+def test_no_url_answers_hostile_input_with_a_server_error(world, caller):
+    client = callers(world)[caller]
+    user = world.staff if caller == "staff" else world.user
+    tried, failures = 0, []
+    for route in every_route():
+        for path, hostile_path in urls_to_try(route, world):
+            if caller in {"session", "session without CSRF", "staff"}:
+                client.force_login(user)  # a walked /logout/ must not turn the rest anonymous
+            for method, url, arguments in requests_for(path, hostile_path):
+                response = getattr(client, method)(url, **arguments)
+                tried += 1
+                if response.status_code >= 500:
+                    failures.append(f"{method.upper()} {url[:120]} ({route.name}): {response.status_code}")
+    record(hostile_requests_tried=tried, hostile_requests_answered_5xx=len(failures))
+    assert not failures, f"{len(failures)} of {tried} requests got a 5xx:\n" + "\n".join(failures[:40])
