@@ -160,6 +160,23 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
 
     Workers are pinged through this process's Celery app, pointed at `redis_url` meanwhile.
     """
+    stack = start_web(folder, redis_url, web_processes=web_processes, **extra_env)
+    try:
+        stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])
+        previous = celery_app.conf.broker_url
+        point_celery_at(redis_url)
+        try:
+            stack.start_worker()
+        finally:
+            point_celery_at(previous)
+    except BaseException:
+        stack.stop()  # a stack that did not come up must not outlive the test run
+        raise
+    return stack
+
+
+def start_web(folder: Path, redis_url: str, *, web_processes: int = 1, **extra_env: str) -> Stack:
+    """The web server alone (the first part of start_stack), for tests of what happens in front of Django."""
     port = free_port()
     env = dict(
         os.environ,
@@ -195,14 +212,7 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
             what="the web server",
             log=folder / "web.log",
         )
-        stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])
-        previous = celery_app.conf.broker_url
-        point_celery_at(redis_url)
-        try:
-            stack.start_worker()
-        finally:
-            point_celery_at(previous)
     except BaseException:
-        stack.stop()  # a stack that did not come up must not outlive the test run
+        stack.stop()
         raise
     return stack

@@ -163,10 +163,10 @@ def world(db) -> World:
     staff = UserFactory(username="walker-staff", is_staff=True, is_superuser=True)
     token = services.api_token_create(username=user.username)
     run = RunFactory(owner=user, status=JobStatus.SUCCEEDED, step=4)
-    lost = ImageFactory(owner=user, run=run, kind=Image.Kind.OUTPUT)
-    lost.file.storage.delete(lost.file.name)
+    lost = ImageFactory(owner=user, run=run, kind=Image.Kind.OUTPUT, file__filename="lost.png")
     refinement = succeeded_refinement(run)
     kept = refinement.result
+    lost.file.storage.delete(lost.file.name)
     values = {
         "run_id": [str(run.pk)],
         "job_id": [str(run.pk), str(refinement.pk)],
@@ -264,11 +264,46 @@ def test_the_walker_finds_every_kind_of_url():
         assert expected in names
 
 
+def test_a_stored_file_gone_missing_is_a_404_that_says_so(world):
+    """Its image, the run's zip and the OCR of it: a 404 naming the missing file, not a 500."""
+    session, token = callers(world)["session"], callers(world)["token"]
+    lost_id, run_id = world.values["image_id"][0], world.values["run_id"][0]
+    for response in (session.get(f"/images/{lost_id}"), session.get(f"/runs/{run_id}/download/")):
+        assert response.status_code == 404
+        assert f"The file of image {lost_id} is missing from storage." in response.text
+    response = token.get(f"/api/v1/images/{lost_id}/text")
+    assert response.status_code == 404
+    assert response.json()["error"] == f"The file of image {lost_id} is missing from storage."
+    # An image URL fetched with an API token (as the API hands them out) answers in JSON too.
+    assert token.get(f"/images/{lost_id}").json()["error"].endswith("is missing from storage.")
+
+
+def test_api_errors_before_any_view_are_json(world):
+    """An id that is not a UUID matches no URL, and a session call without its CSRF token never
+    reaches the view: both answer in JSON under /api/, while pages keep their HTML."""
+    token, no_csrf = callers(world)["token"], callers(world)["session without CSRF"]
+    response = token.get("/api/v1/runs/not-a-uuid")
+    assert (response.status_code, response["Content-Type"], response.json()["error"]) == (404, JSON, "Not found.")
+    response = no_csrf.post("/api/generate", {"prompt": "a lighthouse"}, content_type=JSON)
+    assert (response.status_code, response["Content-Type"]) == (403, JSON)
+    assert response.json()["error"].startswith("CSRF check failed (CSRF cookie not set.)")
+    assert "Authorization: Bearer" in response.json()["error"]
+    page = no_csrf.post("/", {"prompt": "a lighthouse"})
+    assert page.status_code == 403 and page["Content-Type"].startswith("text/html")
+
+
+def test_a_missing_page_says_what_is_missing(world):
+    response = callers(world)["session"].get(f"/runs/{uuid.uuid4()}/")
+    assert response.status_code == 404 and response["Content-Type"].startswith("text/html")
+    assert "No such run." in response.text and "Back to the studio" in response.text
+
+
 @pytest.mark.parametrize("caller", ["anonymous", "session without CSRF", "session", "token", "staff"])
 def test_no_url_answers_hostile_input_with_a_server_error(world, caller):
+    """No 5xx anywhere, and every API error (a 404 for a non-UUID id, a CSRF failure…) is JSON."""
     client = callers(world)[caller]
     user = world.staff if caller == "staff" else world.user
-    tried, failures = 0, []
+    tried, server_errors, not_json = 0, [], []
     for route in every_route():
         for path, hostile_path in urls_to_try(route, world):
             if caller in {"session", "session without CSRF", "staff"}:
@@ -276,7 +311,12 @@ def test_no_url_answers_hostile_input_with_a_server_error(world, caller):
             for method, url, arguments in requests_for(path, hostile_path):
                 response = getattr(client, method)(url, **arguments)
                 tried += 1
-                if response.status_code >= 500:
-                    failures.append(f"{method.upper()} {url[:120]} ({route.name}): {response.status_code}")
-    record(hostile_requests_tried=tried, hostile_requests_answered_5xx=len(failures))
-    assert not failures, f"{len(failures)} of {tried} requests got a 5xx:\n" + "\n".join(failures[:40])
+                status, content_type = response.status_code, response.get("Content-Type", "")
+                seen = f"{method.upper()} {url[:120]} ({route.name}): {status} {content_type}"
+                if status >= 500:
+                    server_errors.append(seen)
+                elif url.startswith("/api/") and status >= 400 and content_type != JSON:
+                    not_json.append(seen)
+    record(hostile_requests_tried=tried, hostile_requests_answered_5xx=len(server_errors))
+    assert not server_errors, f"{len(server_errors)} of {tried} got a 5xx:\n" + "\n".join(server_errors[:40])
+    assert not not_json, f"{len(not_json)} API errors not in JSON:\n" + "\n".join(not_json[:40])
