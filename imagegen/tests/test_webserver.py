@@ -1,8 +1,11 @@
-"""Through the real uvicorn: request bodies over the cap are refused before Django reads them, and
-what a raw HTTP or WebSocket client sends that Django's test client cannot (test_hostile.py)."""
+"""Through the real uvicorn, what happens in front of the views: request bodies over the cap are
+refused before Django reads them; static files come compressed with long cache headers; and what a
+raw HTTP or WebSocket client sends that Django's test client cannot (see test_hostile.py)."""
 
+import gzip
 import io
 import json
+import re
 import select
 import socket
 import urllib.request
@@ -189,3 +192,27 @@ def test_the_api_socket_closes_on_a_message_that_is_not_json_with_the_reason(web
             socket_.recv(timeout=10)
     assert closed.value.rcvd.code == CLOSE_BAD_MESSAGE
     assert "Not JSON" in closed.value.rcvd.reason
+
+
+def test_static_files_from_a_page_are_hashed_compressed_and_cached_for_a_year(web):
+    with urllib.request.urlopen(f"{web.base_url}/login/", timeout=10) as page:
+        html = page.read().decode()
+    urls = re.findall(r'(?:href|src)="(/static/[^"]+)"', html)
+    stylesheet = next(url for url in urls if url.startswith("/static/css/app."))
+    assert re.fullmatch(r"/static/css/app\.[0-9a-f]{12}\.css", stylesheet), "not a hashed name"
+    assert any(re.fullmatch(r"/static/django_htmx/htmx-2\.min\.[0-9a-f]{12}\.js", url) for url in urls), urls
+    for url in urls:
+        plain = urllib.request.Request(f"{web.base_url}{url}", headers={"Accept-Encoding": "identity"})
+        gzipped = urllib.request.Request(f"{web.base_url}{url}", headers={"Accept-Encoding": "gzip, deflate"})
+        with urllib.request.urlopen(plain, timeout=10) as response:
+            original = response.read()
+            assert response.headers.get("Content-Encoding") is None
+        with urllib.request.urlopen(gzipped, timeout=10) as response:
+            compressed = response.read()
+            headers = response.headers
+        assert headers["Content-Encoding"] == "gzip", url
+        assert gzip.decompress(compressed) == original
+        assert "Accept-Encoding" in headers["Vary"]
+        max_age = int(re.search(r"max-age=(\d+)", headers["Cache-Control"])[1])
+        assert max_age >= 365 * 24 * 3600 and "immutable" in headers["Cache-Control"], headers["Cache-Control"]
+        print(f"{url}: {len(original)} bytes, {len(compressed)} gzipped")
