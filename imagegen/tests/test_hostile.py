@@ -193,9 +193,13 @@ def valid_values(route: Route, world: World, placeholder: Placeholder) -> list[s
     if placeholder.name in world.values:
         return world.values[placeholder.name]
     admin_model = admin_model_of(route)
-    if admin_model and placeholder.name in {"object_id", "id"}:
-        first = admin_model.objects.order_by("pk").first()
-        return [str(first.pk)] if first else ["1"]
+    if admin_model and placeholder.name in {"object_id", "id", "image_id"}:
+        # Every row the world has (a few), the image whose file is lost among them; not the staff
+        # caller, whom a walked delete page would delete.
+        rows = admin_model.objects.all()
+        if admin_model is type(world.staff):
+            rows = rows.exclude(pk=world.staff.pk)
+        return [str(pk) for pk in rows.order_by("pk").values_list("pk", flat=True)] or ["1"]
     if placeholder.name == "object_id":  # admin's "view on site" shortcut, beside content_type_id
         return world.values["run_id"]
     return ["1"]
