@@ -3,12 +3,15 @@
 Routed from imagegen/urls.py (handler400/403/404) and settings.CSRF_FAILURE_VIEW.
 """
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views import csrf, defaults
 
 from .api import API_PREFIX, error_response
 from .auth import bearer_token
+from .limits import MEGABYTE
 
 
 def wants_json(request: HttpRequest) -> bool:
@@ -24,8 +27,18 @@ def exception_message(exception: Exception | None, default: str) -> str:
 
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if wants_json(request):
-        return error_response("Bad request.", status=400)
+        return error_response(bad_request_message(exception), status=400)
     return defaults.bad_request(request, exception)
+
+
+def bad_request_message(exception: Exception) -> str:
+    """Django's own refusals (a SuspiciousOperation) in the caller's words, naming the limit passed."""
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE / MEGABYTE
+        return f"The request's data (JSON or form fields, files aside) is larger than {limit:g} MB."
+    if isinstance(exception, TooManyFieldsSent):
+        return f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields."
+    return "Bad request."
 
 
 def permission_denied(request: HttpRequest, exception: Exception) -> HttpResponse:

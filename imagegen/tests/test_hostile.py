@@ -294,6 +294,14 @@ def test_api_errors_before_any_view_are_json(world):
     assert "Authorization: Bearer" in response.json()["error"]
     page = no_csrf.post("/", {"prompt": "a lighthouse"})
     assert page.status_code == 403 and page["Content-Type"].startswith("text/html")
+    # Past Django's own limits for data held in memory and for fields: a 400 naming the limit.
+    response = token.post("/api/generate", HUGE_JSON, content_type=JSON)
+    assert (response.status_code, response.json()["error"]) == (
+        400,
+        "The request's data (JSON or form fields, files aside) is larger than 2.5 MB.",
+    )
+    response = token.get(f"/images/{world.values['image_id'][1]}{HOSTILE_QUERIES[-1]}")
+    assert (response.status_code, response.json()["error"]) == (400, "The request has more than 1000 fields.")
 
 
 def test_a_missing_page_says_what_is_missing(world):
