@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
+from django.test import override_settings
 
 from imagegen.localredis import free_port, start_redis
-from imagegen.localstack import Stack, point_celery_at, start_stack, wait_until  # noqa: F401 - tests import these
+from imagegen.localstack import (  # noqa: F401 - tests import these
+    Stack,
+    collect_static_files,
+    point_celery_at,
+    start_stack,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent
 # For stacks whose tests submit many jobs at once for one user (up to 20): the fair-use limits
@@ -65,6 +72,18 @@ def redis_server(tmp_path_factory):
     use_redis(server.url(1))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def static_files(tmp_path_factory):
+    """The static files as production serves them (hashed names from a manifest, compressed copies),
+    collected once per run into a folder of its own: pages name them from the manifest, so none
+    renders without it. Gzip only: Brotli's best level takes seconds, and it is served the same way."""
+    collected = override_settings(STATIC_ROOT=tmp_path_factory.mktemp("static"), SERVESTATIC_USE_BROTLI=False)
+    collected.enable()
+    collect_static_files()
+    yield settings.STATIC_ROOT
+    collected.disable()
 
 
 @pytest.fixture(autouse=True)

@@ -67,10 +67,11 @@ def bench_stack() -> Iterator[Bench]:
         from django.core.management import call_command
 
         from imagegen import services
-        from imagegen.localstack import start_stack, web_processes_default
+        from imagegen.localstack import collect_static_files, start_stack, web_processes_default
 
         log(f"migrating the database in {folder}")
         call_command("migrate", verbosity=0)
+        collect_static_files()
         token = services.api_token_create(username="bench", name="benchmarks")
         user = get_user_model().objects.get(username="bench")
         log("starting the web server, housekeeping and a worker")

@@ -10,6 +10,7 @@ from django.utils.html import format_html
 
 from . import services
 from .models import ApiToken, Image, Run, UserQuota
+from .storedfiles import open_image_file
 
 
 def thumbnail(image: Image | None, size: int = 96) -> str:
@@ -50,7 +51,7 @@ class ImageAdmin(admin.ModelAdmin):
 
     def file_view(self, request, image_id):
         image = get_object_or_404(Image, pk=image_id)
-        response = FileResponse(image.file.open("rb"), content_type="image/png")
+        response = FileResponse(open_image_file(image=image), content_type="image/png")
         response["X-Content-Type-Options"] = "nosniff"
         return response
 

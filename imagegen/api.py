@@ -17,6 +17,9 @@ from .models import Image, Job, Run
 from .progress import output_json
 from .routing import api_ws_path
 
+# Every API URL is under this path; errors there are JSON (imagegen.errors, imagegen.bodylimit).
+API_PREFIX = "/api/"
+
 
 def error_response(message: str, *, status: int, field: str | None = None, errors: dict | None = None) -> JsonResponse:
     body = {"error": message, "field": field}
@@ -86,7 +89,7 @@ def bind_with_defaults(form_class: type[Form], data: dict, files=None, **form_kw
 def json_body(request: HttpRequest) -> dict | None:
     try:
         body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return None
     return body if isinstance(body, dict) else None
 

@@ -9,17 +9,15 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402 - needs Django set up first
 from django.conf import settings  # noqa: E402
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from .auth import AuthStack, OriginCheck  # noqa: E402
+from .bodylimit import RequestBodyLimit  # noqa: E402
 from .routing import websocket_urlpatterns  # noqa: E402
 
-# uvicorn does not serve static files; a single-host install lets Django do it (a proxy may instead).
-http_application = ASGIStaticFilesHandler(django_application) if settings.SERVE_STATIC else django_application
-
+# Static files are served inside Django by ServeStatic's middleware (settings.SERVE_STATIC).
 application = ProtocolTypeRouter(
     {
-        "http": http_application,
+        "http": RequestBodyLimit(django_application, max_bytes=settings.IMAGEGEN_MAX_REQUEST_BYTES),
         "websocket": OriginCheck(AuthStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -14,9 +14,11 @@ from . import selectors
 from .models import FINISHED_STATUSES, Job, JobStatus
 from .progress import group_name, result_event, status_event
 
-# Close codes: 1000 is a normal end (the htmx extension does not reconnect); 4404 refuses.
+# Close codes: 1000 is a normal end (the htmx extension does not reconnect); 4404 refuses;
+# 4400 answers a message the API cannot read.
 CLOSE_DONE = 1000
 CLOSE_REFUSED = 4404
+CLOSE_BAD_MESSAGE = 4400
 
 
 class JobEventsMixin:
@@ -96,6 +98,15 @@ class JobApiConsumer(JobEventsMixin, AsyncJsonWebsocketConsumer):
             await self.send_json(result_event(job, images))
         if job.is_finished:
             await self.close(code=CLOSE_DONE)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
+        """The API socket only sends: a JSON message is ignored; anything else closes it with the reason."""
+        try:
+            await self.decode_json(text_data if text_data is not None else bytes_data.decode())
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the parser goes
+            await self.close(
+                code=CLOSE_BAD_MESSAGE, reason="Not JSON. This socket takes no messages; JSON ones are ignored."
+            )
 
     async def job_progress(self, event: dict) -> None:
         await self.send_json(event)

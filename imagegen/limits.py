@@ -15,3 +15,10 @@ DEFAULT_SIDE = 512
 MIN_STRENGTH, MAX_STRENGTH = 0.0, 1.0
 DEFAULT_STRENGTH = 0.75
 STRENGTH_STEP = 0.05
+
+MEGABYTE = 1024 * 1024
+# An uploaded image (init image, import, reference).
+MAX_UPLOAD_BYTES = 10 * MEGABYTE
+# A whole request body: one upload plus the form's other fields and the multipart framing. The web
+# server refuses anything larger before Django reads it (imagegen.bodylimit); settable per install.
+DEFAULT_MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES + 2 * MEGABYTE

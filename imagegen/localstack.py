@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.core.management import call_command
 
 from .celery import app as celery_app
 from .localredis import free_port
@@ -35,6 +37,18 @@ def database_url(settings_dict: dict) -> str:
     host = settings_dict.get("HOST") or "127.0.0.1"
     port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
     return f"postgres://{user}{password}@{host}{port}/{settings_dict['NAME']}"
+
+
+def collect_static_files() -> None:
+    """Copy the static files into STATIC_ROOT under hashed names, with compressed copies, unless no
+    file changed since the last time: the pages name them from the manifest this writes."""
+    manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
+    if manifest.exists():
+        collected_at = manifest.stat().st_mtime
+        sources = (storage.path(path) for finder in finders.get_finders() for path, storage in finder.list([]))
+        if all(os.stat(source).st_mtime <= collected_at for source in sources):
+            return
+    call_command("collectstatic", interactive=False, verbosity=0)
 
 
 def web_processes_default() -> int:
@@ -155,6 +169,23 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
 
     Workers are pinged through this process's Celery app, pointed at `redis_url` meanwhile.
     """
+    stack = start_web(folder, redis_url, web_processes=web_processes, **extra_env)
+    try:
+        stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])
+        previous = celery_app.conf.broker_url
+        point_celery_at(redis_url)
+        try:
+            stack.start_worker()
+        finally:
+            point_celery_at(previous)
+    except BaseException:
+        stack.stop()  # a stack that did not come up must not outlive the test run
+        raise
+    return stack
+
+
+def start_web(folder: Path, redis_url: str, *, web_processes: int = 1, **extra_env: str) -> Stack:
+    """The web server alone (the first part of start_stack), for tests of what happens in front of Django."""
     port = free_port()
     env = dict(
         os.environ,
@@ -162,6 +193,7 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
         DATABASE_URL=database_url(settings.DATABASES["default"]),
         REDIS_URL=redis_url,
         MEDIA_ROOT=str(folder / "media"),
+        STATIC_ROOT=str(settings.STATIC_ROOT),
         SECRET_KEY=settings.SECRET_KEY,
         IMAGEGEN_MODEL_CACHE=str(settings.IMAGEGEN_MODEL_CACHE),
         PYTHONUNBUFFERED="1",
@@ -191,14 +223,7 @@ def start_stack(folder: Path, redis_url: str, *, web_processes: int = 1, **extra
             what="the web server",
             log=folder / "web.log",
         )
-        stack.start("housekeeping", [sys.executable, "manage.py", "housekeeping"])
-        previous = celery_app.conf.broker_url
-        point_celery_at(redis_url)
-        try:
-            stack.start_worker()
-        finally:
-            point_celery_at(previous)
     except BaseException:
-        stack.stop()  # a stack that did not come up must not outlive the test run
+        stack.stop()
         raise
     return stack

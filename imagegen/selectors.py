@@ -14,6 +14,7 @@ from refinement.selectors import Version, refinement_record, run_versions
 
 from .engine import format_parameters
 from .models import ApiToken, Image, Job, JobStatus, Run, job_models
+from .storedfiles import open_image_file
 
 
 def user_for_api_token(*, token: str):
@@ -110,11 +111,11 @@ def run_archive(*, run: Run) -> bytes:
     history = []
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         if run.init_image:
-            with run.init_image.file.open("rb") as original:
+            with open_image_file(image=run.init_image) as original:
                 archive.writestr("original.png", original.read())
         for version in run_versions(run=run):
             name = version_file_name(run, version)
-            with version.image.file.open("rb") as image:
+            with open_image_file(image=version.image) as image:
                 archive.writestr(name, image.read())
             record = refinement_record(refinement=version.refinement) if version.refinement else {"version": 1}
             history.append({**record, "file": name, "sha256": version.image.sha256})

@@ -17,6 +17,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from imagegen.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Runtime state that is neither code nor media: the local secret key, SQLite files, model cache.
 VAR_DIR = Path(os.environ.get("IMAGEGEN_VAR_DIR", BASE_DIR / "var"))
@@ -74,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
+    "servestatic",
     "channels",
     "django_htmx",
     "template_partials",
@@ -175,7 +178,9 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", BASE_DIR / "media"))
 MEDIA_URL = "/media/"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Names with a hash of the content (css/app.3f2a…css), so browsers may keep them for a year,
+    # and a gzip and a Brotli copy of each beside it; `collectstatic` writes them.
+    "staticfiles": {"BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"},
 }
 # IMAGEGEN_STORAGE=s3 keeps media in an S3-compatible bucket (AWS, MinIO, R2…) instead. Objects
 # stay private and no bucket URL is ever handed out: downloads still go through the owner-checked
@@ -275,8 +280,25 @@ LOGGING = {
     },
 }
 
-# The web server serves static files itself (through Django) unless a reverse proxy in front of it does.
+# The web server serves static files itself (through ServeStatic, compressed, cached for a year under
+# hashed names) unless a reverse proxy in front of it does. Outermost but for SecurityMiddleware, so a
+# static file costs no session or database lookup.
 SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
+if SERVE_STATIC:
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "servestatic.middleware.ServeStaticMiddleware",
+    )
+
+# The largest request body the web server reads (imagegen.bodylimit answers 413 beyond it).
+IMAGEGEN_MAX_REQUEST_BYTES = int(os.environ.get("IMAGEGEN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))
+if IMAGEGEN_MAX_REQUEST_BYTES < MAX_UPLOAD_BYTES:
+    raise ImproperlyConfigured(
+        f"IMAGEGEN_MAX_REQUEST_BYTES must be at least the upload limit ({MAX_UPLOAD_BYTES} bytes), "
+        f"not {IMAGEGEN_MAX_REQUEST_BYTES}."
+    )
+# A failed CSRF check on the API answers JSON like every other API error; pages keep Django's page.
+CSRF_FAILURE_VIEW = "imagegen.errors.csrf_failure"
 
 # Generations each user may start a day (runs of every kind); the admin can set it per user.
 IMAGEGEN_DAILY_QUOTA = int(os.environ.get("IMAGEGEN_DAILY_QUOTA", "500"))

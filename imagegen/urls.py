@@ -24,11 +24,17 @@ imagegen_patterns = [
     path("api/v1/runs/<uuid:job_id>/cancel", api.job_cancel, name="api_run_cancel"),
 ]
 
+handler400 = "imagegen.errors.bad_request"
+handler403 = "imagegen.errors.permission_denied"
+handler404 = "imagegen.errors.page_not_found"
+
 urlpatterns = [
     path("", include((imagegen_patterns, "imagegen"))),
     path("", include("refinement.urls")),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/operations/", views.operations, name="operations"),
+    # Ahead of the admin's own route for the same URL, which answers a non-UUID id with a 500.
+    path("admin/r/<path:content_type_id>/<path:object_id>/", views.view_on_site),
     path("admin/", admin.site.urls),
 ]

@@ -5,8 +5,10 @@ import mimetypes
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
+from django.contrib.contenttypes import views as contenttype_views
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -16,6 +18,7 @@ from refinement.selectors import refinements_of_run
 
 from . import selectors, services
 from .models import Run
+from .storedfiles import open_image_file
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
@@ -131,7 +134,7 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
     content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
     download = "download" in request.GET
     response = FileResponse(
-        image.file.open("rb"),
+        open_image_file(image=image),
         content_type=content_type,
         as_attachment=download,
         filename=selectors.image_download_name(image=image) if download else None,
@@ -139,6 +142,16 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+@admin.site.admin_view
+def view_on_site(request: HttpRequest, content_type_id: str, object_id: str) -> HttpResponse:
+    """The admin's "View on site" link. Django's own lets the ValidationError of an id that is not
+    a UUID through as a 500; here it is the 404 of any other id that names nothing."""
+    try:
+        return contenttype_views.shortcut(request, content_type_id, object_id)
+    except ValidationError:
+        raise Http404(f"No object {object_id!r} of this type.") from None
 
 
 @staff_member_required

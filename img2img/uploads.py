@@ -19,10 +19,8 @@ from django import forms
 from django.core.files import File
 from PIL import Image, ImageOps
 
-from imagegen.limits import MAX_SIDE, MIN_SIDE, SIDE_MULTIPLE
+from imagegen.limits import MAX_SIDE, MAX_UPLOAD_BYTES, MEGABYTE, MIN_SIDE, SIDE_MULTIPLE
 
-MEGABYTE = 1024 * 1024
-MAX_UPLOAD_BYTES = 10 * MEGABYTE
 # Checked against the size the file declares, before any pixel is decoded.
 MAX_UPLOAD_PIXELS = 40_000_000
 ACCEPTED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}

@@ -7,6 +7,7 @@ from django.http import Http404
 from PIL import Image as PILImage
 
 from imagegen.models import Image, Run
+from imagegen.storedfiles import open_image_file
 
 from . import ocr
 from .models import Refinement
@@ -81,7 +82,7 @@ def image_text_lines(*, image: Image) -> list[dict]:
     key = f"ocr-lines:{image.sha256}"
     lines = cache.get(key)
     if lines is None:
-        with image.file.open("rb") as file:
+        with open_image_file(image=image) as file:
             picture = PILImage.open(file).convert("RGB")
         lines = [{**asdict(line), "bbox": list(line.bbox)} for line in ocr.detect_lines(picture)]
         cache.set(key, lines, timeout=24 * 3600)

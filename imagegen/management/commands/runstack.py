@@ -14,13 +14,16 @@ from honcho.manager import Manager
 
 from imagegen import services
 from imagegen.localredis import redis_address, redis_reachable, redis_server_command
-from imagegen.localstack import web_processes_default, web_server_command
+from imagegen.localstack import collect_static_files, web_processes_default, web_server_command
 
 LOGIN_FILE = settings.VAR_DIR / "local-login.txt"
 
 
 class Command(BaseCommand):
-    help = "Migrate, create a local login on first run, then start web, worker and (if needed) Redis."
+    help = (
+        "Migrate, collect static files, create a local login on first run, "
+        "then start web, worker and (if needed) Redis."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -28,6 +31,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host: str, port: int, **options) -> None:
         call_command("migrate", interactive=False, verbosity=0)
+        collect_static_files()
         username, password = self.local_login()
         python = sys.executable
         manager = Manager()
