@@ -43,6 +43,8 @@ HOSTILE_QUERIES = [
     "?" + "&".join(f"field{i}=x" for i in range(1500)),  # more fields than Django parses
 ]
 JSON = "application/json"
+# Rows of each admin model whose pages are walked.
+ADMIN_ROWS = 3
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 HUGE_JSON = json.dumps({"prompt": "x" * (3 * 1024 * 1024)})  # past Django's in-memory body limit
 WRONG_TYPES = (
@@ -194,12 +196,15 @@ def valid_values(route: Route, world: World, placeholder: Placeholder) -> list[s
         return world.values[placeholder.name]
     admin_model = admin_model_of(route)
     if admin_model and placeholder.name in {"object_id", "id", "image_id"}:
-        # Every row the world has (a few), the image whose file is lost among them; not the staff
-        # caller, whom a walked delete page would delete.
+        # The world's images (the one whose file is lost among them), else a few rows: log rows
+        # (axes records every log-in the walk makes) would grow the walk as it goes. Never the
+        # staff caller, whom a walked delete page would delete.
+        if admin_model is Image:
+            return world.values["image_id"]
         rows = admin_model.objects.all()
         if admin_model is type(world.staff):
             rows = rows.exclude(pk=world.staff.pk)
-        return [str(pk) for pk in rows.order_by("pk").values_list("pk", flat=True)] or ["1"]
+        return [str(pk) for pk in rows.order_by("pk").values_list("pk", flat=True)[:ADMIN_ROWS]] or ["1"]
     if placeholder.name == "object_id":  # admin's "view on site" shortcut, beside content_type_id
         return world.values["run_id"]
     return ["1"]
