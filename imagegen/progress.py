@@ -155,7 +155,8 @@ class ProgressReporter:
         if preview is not None:
             self.pending_preview = preview_data_url(preview)
         if now - self.last_save >= SAVE_INTERVAL or step == total:
-            manager.filter(pk=self.job.pk).update(step=step, heartbeat_at=timezone.now())
+            # Fenced: a worker whose job was given to another attempt must not write its progress.
+            manager.current_attempt(self.job).update(step=step, heartbeat_at=timezone.now())
             self.last_save = now
         if now - self.last_push >= PUSH_INTERVAL or step == total:
             elapsed = now - self.started

@@ -13,7 +13,7 @@ from ..engine import DEFAULT_SCHEDULER, GenerationRequest, effective_steps, enco
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
 from .images import image_open_rgb, image_store
-from .jobs import JobOutcome, job_enqueue, job_execute
+from .jobs import JobOutcome, OutputImage, job_enqueue, job_execute
 from .quota import quota_claim
 from .workers import current_engine
 
@@ -157,7 +157,7 @@ def run_execute(*, run_id, worker: str = "") -> None:
 
 
 def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
-    """Generate the run's images on this worker's engine and store them as its outputs."""
+    """Generate the run's images on this worker's engine; the lifecycle stores them as its outputs."""
     request = GenerationRequest(
         init_image=image_open_rgb(run.init_image) if run.init_image else None,
         strength=run.strength_float,
@@ -174,14 +174,8 @@ def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
     engine = current_engine()
     result = engine.generate(request, on_step=on_step, preview_every=settings.IMAGEGEN_PREVIEW_EVERY)
     images = [
-        image_store(
-            owner=run.owner,
-            data=encode_png(image, result.parameters),
-            kind=Image.Kind.OUTPUT,
-            name=f"outputs/{run.pk}/{index}.png",
-            size=image.size,
-            run=run,
-            index=index,
+        OutputImage(
+            data=encode_png(image, result.parameters), size=image.size, kind=Image.Kind.OUTPUT, index=index, run=run
         )
         for index, image in enumerate(result.images)
     ]
