@@ -170,7 +170,11 @@ class Run(Job):
     )
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True)
-    init_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="init_for_runs")
+    # RESTRICT: an upload that runs start from cannot be deleted alone, only with all those runs
+    # (deleting their user, say); PROTECT would refuse even that.
+    init_image = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.RESTRICT, related_name="init_for_runs"
+    )
     strength = models.DecimalField(
         max_digits=3, decimal_places=2, null=True, blank=True, validators=[validate_strength]
     )

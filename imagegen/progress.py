@@ -149,7 +149,8 @@ class ProgressReporter:
 
     def __call__(self, step: int, total: int, preview=None) -> None:
         manager = type(self.job).objects
-        if manager.filter(pk=self.job.pk, status=JobStatus.CANCELLED).exists():
+        # A cancelled job stops here; so does a deleted one (its user deleted the run meanwhile).
+        if manager.filter(pk=self.job.pk).values_list("status", flat=True).first() in (None, JobStatus.CANCELLED):
             raise GenerationCancelled("Cancelled.")
         now = self.clock()
         if preview is not None:

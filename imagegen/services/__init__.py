@@ -2,7 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create, login_failure_record
-from .images import image_delete, image_open_rgb, image_store
+from .images import image_open_rgb, image_store
 from .jobs import (
     NOT_SAVED,
     QUEUE_UNAVAILABLE,
@@ -21,7 +21,15 @@ from .jobs import (
     jobs_recover,
 )
 from .quota import QuotaExceededError, daily_quota, quota_claim
-from .runs import NothingToVaryError, run_create, run_execute, run_import, run_perform, run_variation_create
+from .runs import (
+    NothingToVaryError,
+    run_create,
+    run_delete,
+    run_execute,
+    run_import,
+    run_perform,
+    run_variation_create,
+)
 from .workers import MODEL_UNAVAILABLE, current_engine, engine_warm_up, model_load_failures
 
 __all__ = [
@@ -40,7 +48,6 @@ __all__ = [
     "current_engine",
     "daily_quota",
     "engine_warm_up",
-    "image_delete",
     "image_open_rgb",
     "image_store",
     "job_cancel",
@@ -56,6 +63,7 @@ __all__ = [
     "model_load_failures",
     "quota_claim",
     "run_create",
+    "run_delete",
     "run_execute",
     "run_import",
     "run_perform",
