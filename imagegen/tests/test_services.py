@@ -11,6 +11,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import DatabaseError, OperationalError, connection
 from django.db.models import QuerySet
+from django.test import Client
 from django.utils import timezone
 from PIL import Image as PILImage
 
@@ -75,6 +76,10 @@ def test_a_model_that_cannot_load_fails_the_run_with_a_short_message_and_tells_s
     assert run.error == services.MODEL_UNAVAILABLE
     assert str(tmp_path) not in run.error and "IMAGEGEN_MODEL" not in run.error
     assert not run.outputs.exists()
+    client = Client()
+    client.force_login(run.owner)
+    shown = client.get(f"/runs/{run.pk}/").content.decode() + client.get(f"/api/v1/runs/{run.pk}").content.decode()
+    assert "The image model is not available right now" in shown and "no-such-model" not in shown
     page = admin_client.get("/admin/operations/").content.decode()
     assert "Model load failures" in page and "gpu1@host" in page
     assert "no-such-model" in page and "Check IMAGEGEN_MODEL" in page
