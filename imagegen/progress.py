@@ -149,9 +149,14 @@ class ProgressReporter:
 
     def __call__(self, step: int, total: int, preview=None) -> None:
         manager = type(self.job).objects
+        row = manager.filter(pk=self.job.pk).values_list("status", "attempts", "worker").first()
         # A cancelled job stops here; so does a deleted one (its user deleted the run meanwhile).
-        if manager.filter(pk=self.job.pk).values_list("status", flat=True).first() in (None, JobStatus.CANCELLED):
+        if row is None or row[0] == JobStatus.CANCELLED:
             raise GenerationCancelled("Cancelled.")
+        if row != (JobStatus.RUNNING, self.job.attempts, self.job.worker):
+            # The job was given to another attempt: that one reports the progress now. This worker
+            # runs to its end and its images are discarded (see job_finish).
+            return
         now = self.clock()
         if preview is not None:
             self.pending_preview = preview_data_url(preview)

@@ -7,6 +7,8 @@ import threading
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, default_storage
 from django.db import DatabaseError, OperationalError, connection
@@ -16,7 +18,7 @@ from django.utils import timezone
 from PIL import Image as PILImage
 
 from conftest import wait_until
-from imagegen import services
+from imagegen import progress, services
 from imagegen.engine import read_png_parameters
 from imagegen.models import Image, JobStatus, Run, UserQuota
 from imagegen.progress import ProgressReporter
@@ -250,10 +252,16 @@ def test_a_requeued_attempt_cannot_overwrite_the_new_attempts_result():
     requeue_as_housekeeping_does(run)
     new = services.job_claim(model=Run, job_id=run.pk, worker="new@host")
     # The old worker, still alive, reports its last step and fails: neither touches the new attempt.
+    layer = get_channel_layer()
+    listener = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(progress.group_name(run.pk), listener)
     ProgressReporter(old)(2, 2)
     services.job_fail(job=old, error="the old attempt's failure")
+    ProgressReporter(new)(1, 2)
     run.refresh_from_db()
     assert (run.status, run.step, run.error, run.worker) == (JobStatus.RUNNING, 0, "", "new@host")
+    first_event = async_to_sync(layer.receive)(listener)
+    assert (first_event["type"], first_event["step"]) == ("job.progress", 1)  # the new attempt's: nothing from the old
 
     services.job_perform(job=new, perform=services.run_perform)
     services.job_perform(job=old, perform=lambda job, on_step: old_outcome)  # the old worker finishes last
