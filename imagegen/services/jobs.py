@@ -244,7 +244,7 @@ def _storage_reason(error: BaseException) -> str:
     """Why a write failed, in a few words and without paths (they are in the log)."""
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
-    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
     return f"the storage answered {code}" if code else f"the storage failed ({type(error).__name__})"
 
 
