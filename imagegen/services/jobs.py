@@ -27,7 +27,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from .. import progress
 from ..engine import EngineError, GenerationCancelled, ModelLoadError
-from ..models import Image, Job, JobStatus, job_models
+from ..models import Image, Job, JobStatus, Run, job_models
 from .workers import MODEL_UNAVAILABLE, model_load_failure_record
 
 logger = logging.getLogger("imagegen.services")
@@ -72,7 +72,7 @@ class OutputImage:
     kind: str
     index: int = 0
     # Set for a run's outputs, which belong to their run (see Image.run).
-    run: Any = None
+    run: Run | None = None
     format: str = "PNG"
 
 
