@@ -6,7 +6,7 @@ import json
 
 from asgiref.sync import sync_to_async
 from django.forms import Form
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
 from refinement.selectors import Version, run_versions
@@ -144,9 +144,13 @@ def generate(request: HttpRequest) -> JsonResponse:
     return create_run_response(request, form)
 
 
-@api_view("GET")
-def run_detail(request: HttpRequest, run_id) -> JsonResponse:
+@api_view("GET", "DELETE")
+def run_detail(request: HttpRequest, run_id) -> HttpResponse:
+    """GET: the run, its outputs and versions. DELETE: the run with all it made (204)."""
     run = selectors.run_for_user(user=request.user, run_id=run_id)
+    if request.method == "DELETE":
+        services.run_delete(run=run)
+        return HttpResponse(status=204)
     return JsonResponse(
         {
             "run_id": str(run.pk),

@@ -2,7 +2,7 @@
 
 They serve every kind of job (runs, refinements) alike. Both authenticate in connect and join the
 job's group only when the user owns the job; anyone else is closed without learning whether the
-job exists.
+job exists. They subscribe before they read the snapshot they send, so no event falls between.
 """
 
 from channels.db import database_sync_to_async
@@ -35,6 +35,9 @@ class JobEventsMixin:
             return
         self.group = group_name(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        # Read the state only now that the group is joined: an event published after the ownership
+        # check and before group_add would be lost, and the snapshot read before it out of date.
+        self.job = await self.reload_job()
         await self.accept()
         # A client that connects late (or reconnects) first gets where the job stands now.
         await self.send_snapshot()

@@ -64,6 +64,11 @@ class JobQuerySet(models.QuerySet):
         """The jobs that count against the daily quota."""
         return self
 
+    def current_attempt(self, job: "Job") -> "JobQuerySet":
+        """The job's row while it is still running the attempt `job` claimed: what a worker's writes
+        are conditioned on, so a worker whose job was requeued or cancelled changes nothing."""
+        return self.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts, worker=job.worker)
+
 
 class Job(models.Model):
     """What every queued piece of GPU work has: who asked, where it stands, and its history.
@@ -123,6 +128,15 @@ class Job(models.Model):
         """The images the job made, once it has succeeded."""
         raise NotImplementedError
 
+    @property
+    def output_prefix(self) -> str:
+        """Where the job's images are stored: every attempt's files start with this, and nothing else's."""
+        raise NotImplementedError
+
+    def result_fields(self, images: list[Image]) -> dict:
+        """What to set on the job's row to link the images it made, as it succeeds."""
+        return {}
+
 
 def job_models() -> list[type[Job]]:
     """Every kind of job, whichever app defines it: the registry the lifecycle works through."""
@@ -156,7 +170,11 @@ class Run(Job):
     )
     prompt = models.TextField()
     negative_prompt = models.TextField(blank=True)
-    init_image = models.ForeignKey(Image, null=True, blank=True, on_delete=models.PROTECT, related_name="init_for_runs")
+    # RESTRICT: an upload that runs start from cannot be deleted alone, only with all those runs
+    # (deleting their user, say); PROTECT would refuse even that.
+    init_image = models.ForeignKey(
+        Image, null=True, blank=True, on_delete=models.RESTRICT, related_name="init_for_runs"
+    )
     strength = models.DecimalField(
         max_digits=3, decimal_places=2, null=True, blank=True, validators=[validate_strength]
     )
@@ -179,6 +197,10 @@ class Run(Job):
 
     def result_images(self) -> list[Image]:
         return list(self.outputs.all())
+
+    @property
+    def output_prefix(self) -> str:
+        return f"outputs/{self.pk}/"
 
     @property
     def root_run_id(self):

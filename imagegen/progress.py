@@ -149,13 +149,20 @@ class ProgressReporter:
 
     def __call__(self, step: int, total: int, preview=None) -> None:
         manager = type(self.job).objects
-        if manager.filter(pk=self.job.pk, status=JobStatus.CANCELLED).exists():
+        row = manager.filter(pk=self.job.pk).values_list("status", "attempts", "worker").first()
+        # A cancelled job stops here; so does a deleted one (its user deleted the run meanwhile).
+        if row is None or row[0] == JobStatus.CANCELLED:
             raise GenerationCancelled("Cancelled.")
+        if row != (JobStatus.RUNNING, self.job.attempts, self.job.worker):
+            # The job was given to another attempt: that one reports the progress now. This worker
+            # runs to its end and its images are discarded (see job_finish).
+            return
         now = self.clock()
         if preview is not None:
             self.pending_preview = preview_data_url(preview)
         if now - self.last_save >= SAVE_INTERVAL or step == total:
-            manager.filter(pk=self.job.pk).update(step=step, heartbeat_at=timezone.now())
+            # Fenced: a worker whose job was given to another attempt must not write its progress.
+            manager.current_attempt(self.job).update(step=step, heartbeat_at=timezone.now())
             self.last_save = now
         if now - self.last_push >= PUSH_INTERVAL or step == total:
             elapsed = now - self.started

@@ -165,8 +165,9 @@ def operations_overview() -> dict:
     from redis.exceptions import RedisError
 
     from .celery import app
+    from .services.workers import model_load_failures
 
-    overview = {"workers": [], "queues": [], "error": ""}
+    overview = {"workers": [], "queues": [], "error": "", "model_load_failures": []}
     running = {
         str(job.pk): job
         for model in job_models()
@@ -179,6 +180,7 @@ def operations_overview() -> dict:
         redis = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
         queue_names = sorted({queue["name"] for listened in queues.values() for queue in listened} | {"gpu", "light"})
         overview["queues"] = [{"name": name, "waiting": redis.llen(name)} for name in queue_names]
+        overview["model_load_failures"] = model_load_failures()
     except (OSError, RedisError, OperationalError) as error:
         overview["error"] = f"The broker could not be reached: {error}"
         return overview

@@ -84,6 +84,8 @@ INSTALLED_APPS = [
     "imagegen",
     "img2img",
     "refinement",
+    # Last, as its docs ask: deleting an Image (a run, a user…) deletes its files after the commit.
+    "django_cleanup.apps.CleanupConfig",
 ]
 
 MIDDLEWARE = [

@@ -15,8 +15,8 @@ def run_job(run_id: str) -> None:
 
 
 @worker_ready.connect
-def warm_engine(**_) -> None:
-    services.engine_warm_up()
+def warm_engine(sender=None, **_) -> None:
+    services.engine_warm_up(worker=getattr(sender, "hostname", "") or "")
 
 
 @worker_init.connect

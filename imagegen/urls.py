@@ -15,6 +15,7 @@ imagegen_patterns = [
     path("runs/<uuid:job_id>/live/", views.job_live, name="run_live"),
     path("runs/<uuid:run_id>/variation/", views.run_variation, name="run_variation"),
     path("runs/<uuid:run_id>/download/", views.run_download, name="run_download"),
+    path("runs/<uuid:run_id>/delete/", views.run_delete, name="run_delete"),
     path("runs/<uuid:job_id>/cancel/", views.job_cancel, name="run_cancel"),
     path("images/<uuid:image_id>", views.image_file, name="image_file"),
     path("api/generate", api.generate, name="api_generate"),

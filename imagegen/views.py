@@ -10,7 +10,9 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
@@ -95,6 +97,22 @@ def run_variation(request: HttpRequest, run_id) -> HttpResponse:
         messages.error(request, str(refusal))
         return redirect("imagegen:run", run_id=run.pk)
     return redirect("imagegen:run", run_id=variation.pk)
+
+
+@login_required
+@require_POST
+def run_delete(request: HttpRequest, run_id) -> HttpResponse:
+    """Delete one of the user's runs with all it made. From a card, htmx swaps the card out; from
+    the run's own page the browser goes to the gallery."""
+    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    run_page = run.get_absolute_url()
+    services.run_delete(run=run)
+    if request.htmx and request.htmx.current_url_abs_path != run_page:
+        return HttpResponse("")  # the card's outerHTML: it goes
+    messages.success(request, "The run and its images were deleted.")
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("imagegen:gallery"))
+    return redirect("imagegen:gallery")
 
 
 @login_required

@@ -73,6 +73,14 @@ class Refinement(Job):
         return [self.result] if self.result_id else []
 
     @property
+    def output_prefix(self) -> str:
+        return f"outputs/{self.run_id}/refinements/{self.pk}-"
+
+    def result_fields(self, images: list[Image]) -> dict:
+        (image,) = images
+        return {"result": image}
+
+    @property
     def root_run_id(self):
         return self.run_id
 

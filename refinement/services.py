@@ -19,6 +19,7 @@ from imagegen.models import Image, Run
 from imagegen.progress import ProgressReporter
 from imagegen.services import (
     JobOutcome,
+    OutputImage,
     current_engine,
     image_open_rgb,
     image_store,
@@ -158,14 +159,9 @@ def reference_upload_create(*, owner, upload: "NormalisedImage") -> Image:
 
 
 def save_outputs(refinement: Refinement, output: StageOutput, *, model: str) -> JobOutcome:
-    """Store the new version as a PNG carrying how it was made, both as A1 parameters and as our record."""
+    """The new version as a PNG carrying how it was made, both as A1 parameters and as our record;
+    the lifecycle stores it with the refinement's success."""
     record = refinement_record(refinement=refinement, model=model)
     data = encode_png(output.image, output.parameters, chunks={RECORD_CHUNK: json.dumps(record)})
-    image = image_store(
-        owner=refinement.owner,
-        data=data,
-        kind=Image.Kind.REFINEMENT,
-        name=f"outputs/{refinement.run_id}/refinements/{refinement.pk}.png",
-        size=output.image.size,
-    )
-    return JobOutcome(images=[image], fields={"result": image, "model": model, "report": output.report})
+    image = OutputImage(data=data, size=output.image.size, kind=Image.Kind.REFINEMENT)
+    return JobOutcome(images=[image], fields={"model": model, "report": output.report})

@@ -1,8 +1,8 @@
-"""Stored images: writing them through Django's storage API, reading them back, deleting them."""
+"""Stored images: writing them through Django's storage API and reading them back. Deleting an Image
+row deletes its files once committed (django-cleanup), whatever deleted it."""
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import transaction
 from PIL import Image as PILImage
 
 from ..models import Image, Run
@@ -37,12 +37,6 @@ def image_store(
     except BaseException:
         default_storage.delete(stored_name)
         raise
-
-
-def image_delete(*, image: Image) -> None:
-    name = image.file.name
-    image.delete()
-    transaction.on_commit(lambda: default_storage.delete(name))
 
 
 def image_open_rgb(image: Image) -> PILImage.Image:

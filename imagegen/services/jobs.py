@@ -1,8 +1,14 @@
 """The lifecycle of every kind of job, written once: enqueue on commit, claim, heartbeat, progress,
 cancel, finish, fail and recovery. A kind of job (Run, Refinement) brings only what it does on the
-worker: a `perform` function that makes and stores its images.
+worker: a `perform` function that makes its images; the lifecycle stores them.
+
+Every write a worker makes to a claimed job is fenced by the attempt it claimed
+(`JobQuerySet.current_attempt`): once housekeeping has given the job to another attempt, the old
+worker's progress, heartbeat, finish and failure change nothing, and its files are deleted.
 """
 
+import base64
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -12,15 +18,17 @@ from typing import Any
 
 from django import db
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 
 from .. import progress
-from ..engine import EngineError, GenerationCancelled
-from ..models import Image, Job, JobStatus, job_models
-from .images import image_delete
+from ..engine import EngineError, GenerationCancelled, ModelLoadError
+from ..models import Image, Job, JobStatus, Run, job_models
+from .workers import MODEL_UNAVAILABLE, model_load_failure_record
 
 logger = logging.getLogger("imagegen.services")
 
@@ -32,13 +40,47 @@ WORKER_LOST = (
 UNEXPECTED_FAILURE = (
     "The generation failed unexpectedly ({error}). Try again; if it keeps failing, tell an administrator."
 )
+NOT_SAVED = "The images could not be saved: {reason}. Try again; if it keeps failing, tell an administrator."
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    """What a storage raises when it cannot write: the disk's OSError, and S3's botocore errors."""
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no S3 support installed
+        return (OSError,)
+    return (OSError, BotoCoreError, ClientError)
+
+
+STORAGE_ERRORS = _storage_errors()
+
+
+class StorageFailedError(Exception):
+    """The job's images could not be written; str() says why, in words a user reads."""
+
+
+class AttemptSupersededError(Exception):
+    """The job is no longer this attempt's (it was cancelled, or requeued to another attempt)."""
+
+
+@dataclass
+class OutputImage:
+    """One image a job made, not stored yet: the lifecycle stores it as the job succeeds."""
+
+    data: bytes
+    size: tuple[int, int]
+    kind: str
+    index: int = 0
+    # Set for a run's outputs, which belong to their run (see Image.run).
+    run: Run | None = None
+    format: str = "PNG"
 
 
 @dataclass
 class JobOutcome:
-    """What a job made: its stored images, and what to record on its row as it succeeds."""
+    """What a job made: its images (not stored yet), and what to record on its row as it succeeds."""
 
-    images: list[Image]
+    images: list[OutputImage]
     fields: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,25 +129,37 @@ def job_claim(*, model: type[Job], job_id, worker: str) -> Job | None:
 def job_execute(*, model: type[Job], job_id, worker: str, perform: Perform) -> None:
     """Claim the job, do its work with `perform`, store the outcome and report every change of state."""
     job = job_claim(model=model, job_id=job_id, worker=worker)
-    name = model._meta.verbose_name.capitalize()
     if job is None:
-        logger.info("%s %s is not queued any more; nothing to do", name, job_id)
+        logger.info("%s %s is not queued any more; nothing to do", model._meta.verbose_name.capitalize(), job_id)
         return
+    job_perform(job=job, perform=perform)
+
+
+def job_perform(*, job: Job, perform: Perform) -> None:
+    """Do a claimed job's work and store its outcome, or fail it with a message a user can read."""
+    name = f"{type(job)._meta.verbose_name.capitalize()} {job.pk}"
     progress.publish_status(job)
     try:
         with Heartbeat(job):
-            outcome = perform(job, progress.ProgressReporter(job))
+            job_finish(job=job, outcome=perform(job, progress.ProgressReporter(job)))
     except GenerationCancelled:
-        logger.info("%s %s was cancelled while running", name, job_id)
-        return
+        logger.info("%s was cancelled while running", name)
+    except AttemptSupersededError:
+        logger.warning(
+            "%s: attempt %s was cancelled or given to another attempt; its images are discarded", name, job.attempts
+        )
+    except ModelLoadError as error:
+        # The details (paths, the loader's words) are for operators; users read a short message.
+        logger.error("%s failed: %s", name, error)
+        model_load_failure_record(worker=job.worker, detail=str(error))
+        job_fail(job=job, error=MODEL_UNAVAILABLE)
     except EngineError as error:
         job_fail(job=job, error=str(error))
-        return
+    except StorageFailedError as error:
+        job_fail(job=job, error=str(error))
     except Exception as error:
-        logger.exception("%s %s failed", name, job_id)
+        logger.exception("%s failed", name)
         job_fail(job=job, error=UNEXPECTED_FAILURE.format(error=type(error).__name__))
-        return
-    job_finish(job=job, outcome=outcome)
 
 
 def job_cancel(*, job: Job) -> bool:
@@ -122,28 +176,103 @@ def job_cancel(*, job: Job) -> bool:
 
 
 def job_finish(*, job: Job, outcome: JobOutcome) -> None:
-    """Mark the job succeeded with its outcome; a job cancelled meanwhile keeps no images."""
-    with transaction.atomic():
-        finished = (
-            type(job)
-            .objects.filter(pk=job.pk, status=JobStatus.RUNNING)
-            .update(status=JobStatus.SUCCEEDED, step=job.total_steps, finished_at=timezone.now(), **outcome.fields)
-        )
-        if not finished:
-            for image in outcome.images:
-                image_delete(image=image)
-            return
+    """Store the outcome and mark the job succeeded, all or nothing.
+
+    The files are written first, then their rows and the status change commit in one
+    transaction, fenced by this attempt; if anything fails (the storage, the database, or the
+    job is no longer this attempt's) every file written is deleted, so a job never has outputs
+    from two attempts, nor files without rows. Raises StorageFailedError or AttemptSupersededError.
+    """
+    names = _write_files(job, outcome.images)
+    try:
+        with transaction.atomic():
+            images = [
+                Image.objects.create(
+                    owner_id=job.owner_id,
+                    file=name,
+                    width=output.size[0],
+                    height=output.size[1],
+                    format=output.format,
+                    sha256=Image.digest(output.data),
+                    kind=output.kind,
+                    run=output.run,
+                    index=output.index,
+                )
+                for name, output in zip(names, outcome.images, strict=True)
+            ]
+            finished = (
+                type(job)
+                .objects.current_attempt(job)
+                .update(
+                    status=JobStatus.SUCCEEDED,
+                    step=job.total_steps,
+                    finished_at=timezone.now(),
+                    **outcome.fields,
+                    **job.result_fields(images),
+                )
+            )
+            if not finished:
+                raise AttemptSupersededError
+    except BaseException:
+        _delete_files(names)
+        raise
+    # Files of an earlier attempt whose worker died before its commit go now.
+    _delete_leftovers(job, keep=names)
     job.refresh_from_db()
     progress.publish_status(job)
-    progress.publish_result(job, outcome.images)
+    progress.publish_result(job, images)
+
+
+def _write_files(job: Job, outputs: list[OutputImage]) -> list[str]:
+    """Write the images' files under names of this attempt; on failure delete those written."""
+    names: list[str] = []
+    try:
+        for output in outputs:
+            name = f"{job.output_prefix}{job.attempts}-{output.index}.{output.format.lower()}"
+            names.append(default_storage.save(name, ContentFile(output.data)))
+    except STORAGE_ERRORS as error:
+        logger.exception("%s %s: the images could not be saved", type(job)._meta.verbose_name, job.pk)
+        _delete_files(names)
+        raise StorageFailedError(NOT_SAVED.format(reason=_storage_reason(error))) from error
+    except BaseException:
+        _delete_files(names)
+        raise
+    return names
+
+
+def _storage_reason(error: BaseException) -> str:
+    """Why a write failed, in a few words and without paths (they are in the log)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code")
+    return f"the storage answered {code}" if code else f"the storage failed ({type(error).__name__})"
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        try:
+            default_storage.delete(name)
+        except STORAGE_ERRORS:
+            logger.warning("Could not delete %s", name, exc_info=True)
+
+
+def _delete_leftovers(job: Job, *, keep: list[str]) -> None:
+    """Delete files under the job's output prefix that are not the given ones (an earlier attempt's)."""
+    folder = job.output_prefix.rpartition("/")[0]
+    try:
+        _, files = default_storage.listdir(folder)
+    except STORAGE_ERRORS:  # nothing there, or the storage cannot list: nothing to tidy
+        return
+    paths = (f"{folder}/{file}" for file in files)
+    _delete_files([path for path in paths if path.startswith(job.output_prefix) and path not in keep])
 
 
 def job_fail(*, job: Job, error: str) -> None:
-    type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
-        status=JobStatus.FAILED, error=error, finished_at=timezone.now()
-    )
-    job.refresh_from_db()
-    progress.publish_status(job)
+    """Mark this attempt of the job failed with a message users read; nothing if it is not this attempt's."""
+    if type(job).objects.current_attempt(job).update(status=JobStatus.FAILED, error=error, finished_at=timezone.now()):
+        _delete_leftovers(job, keep=[])
+        job.refresh_from_db()
+        progress.publish_status(job)
 
 
 class Heartbeat:
@@ -167,10 +296,16 @@ class Heartbeat:
         self.thread.join()
 
     def beat(self) -> None:
-        rows = type(self.job).objects.filter(pk=self.job.pk, status=JobStatus.RUNNING)
+        rows = type(self.job).objects.current_attempt(self.job)
         try:
             while not self.stopped.wait(settings.IMAGEGEN_HEARTBEAT_INTERVAL):
-                rows.update(heartbeat_at=timezone.now())
+                try:
+                    rows.update(heartbeat_at=timezone.now())
+                except db.Error:
+                    # A dropped connection or a locked database must not end the heartbeats, or
+                    # housekeeping would take a live job away: try again next beat, connected afresh.
+                    logger.warning("Heartbeat of %s failed; retrying", self.job.pk, exc_info=True)
+                    db.connection.close()
         finally:
             db.connection.close()
 
@@ -215,8 +350,57 @@ def _recover(model: type[Job]) -> dict[str, int]:
             job_enqueue(job=job)
     unsent = Q(sent_at__isnull=True, queued_at__lt=now - timedelta(seconds=2))
     long_ago = Q(sent_at__lt=now - timedelta(seconds=settings.IMAGEGEN_RESEND_QUEUED_AFTER))
+    waiting: set[str] | None = None
     for job in model.objects.filter(unsent | long_ago, status=JobStatus.QUEUED):
+        if waiting is None:
+            waiting = _waiting_in_broker(model)
+        if str(job.pk) in waiting:  # not lost, only behind a backlog: a second message would pile up
+            continue
         job_enqueue(job=job)
         if job.sent_at is not None and job.sent_at >= now:  # set by job_enqueue once sent
             counts["resent"] += 1
     return counts
+
+
+def _waiting_in_broker(model: type[Job]) -> set[str]:
+    """Ids of this kind's jobs whose message the broker still holds: waiting in its queue, or taken
+    by a worker that has not acknowledged it yet (it acknowledges when the job ends).
+
+    Read from the Redis lists and hash of kombu's Redis transport; with another broker, or when
+    Redis cannot be read, nothing is known to be waiting and every candidate is resent (a
+    duplicate message is harmless, only wasteful: one claim succeeds).
+    """
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from ..celery import app
+
+    if not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return set()
+    queue = app.amqp.router.route({}, model.task_name)["queue"].name
+    try:
+        redis = Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5)
+        # kombu keeps a queue's priority levels in lists named "<queue>", "<queue>\x06\x163"….
+        lists = [queue, *(key.decode() for key in redis.scan_iter(match=f"{queue}\x06\x16*"))]
+        messages = [message for name in lists for message in redis.lrange(name, 0, -1)]
+        unacked = app.conf.broker_transport_options.get("unacked_key", "unacked")
+        messages += [json.dumps(json.loads(entry)[0]) for entry in redis.hvals(unacked)]
+    except RedisError:
+        logger.warning("Could not read the queue %s; resending what looks lost", queue, exc_info=True)
+        return set()
+    return {job_id for message in messages if (job_id := _job_id_of(message, model.task_name))}
+
+
+def _job_id_of(message: bytes | str, task_name: str) -> str | None:
+    """The job id a kombu message for `task_name` carries (its first argument), or None."""
+    try:
+        envelope = json.loads(message)
+        if envelope.get("headers", {}).get("task") != task_name:
+            return None
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args, _kwargs, _embed = json.loads(body)
+        return str(args[0])
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None

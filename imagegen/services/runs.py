@@ -13,7 +13,7 @@ from ..engine import DEFAULT_SCHEDULER, GenerationRequest, effective_steps, enco
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
 from .images import image_open_rgb, image_store
-from .jobs import JobOutcome, job_enqueue, job_execute
+from .jobs import JobOutcome, OutputImage, job_cancel, job_enqueue, job_execute
 from .quota import quota_claim
 from .workers import current_engine
 
@@ -151,13 +151,36 @@ def run_variation_create(*, run: Run) -> Run:
     )
 
 
+def run_delete(*, run: Run) -> None:
+    """Delete the run and all it made: its outputs, its refinements and their results, and its init
+    upload unless another run (a variation) starts from it too. Their files go once committed
+    (django-cleanup).
+
+    A queued or running job of the chain is cancelled first, so its worker stops at its next step;
+    a worker that finishes anyway stores nothing (its attempt's row is gone: see job_finish).
+    """
+    with transaction.atomic():
+        Run.objects.select_for_update().filter(pk=run.pk).first()  # no refinement is added meanwhile
+        refinements = run.refinements.all()
+        for job in [run, *refinements.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))]:
+            job_cancel(job=job)
+        results = list(refinements.exclude(result=None).values_list("result", flat=True))
+        init_image = run.init_image
+        # Versions before the images they were made from: those are RESTRICT (see Refinement.parent_image).
+        refinements.delete()
+        Image.objects.filter(pk__in=results).delete()
+        run.delete()  # and its outputs, by cascade
+        if init_image is not None and not init_image.init_for_runs.exists():
+            init_image.delete()
+
+
 def run_execute(*, run_id, worker: str = "") -> None:
     """Claim the run, generate its images, store them and report every change of state."""
     job_execute(model=Run, job_id=run_id, worker=worker, perform=run_perform)
 
 
 def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
-    """Generate the run's images on this worker's engine and store them as its outputs."""
+    """Generate the run's images on this worker's engine; the lifecycle stores them as its outputs."""
     request = GenerationRequest(
         init_image=image_open_rgb(run.init_image) if run.init_image else None,
         strength=run.strength_float,
@@ -174,14 +197,8 @@ def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
     engine = current_engine()
     result = engine.generate(request, on_step=on_step, preview_every=settings.IMAGEGEN_PREVIEW_EVERY)
     images = [
-        image_store(
-            owner=run.owner,
-            data=encode_png(image, result.parameters),
-            kind=Image.Kind.OUTPUT,
-            name=f"outputs/{run.pk}/{index}.png",
-            size=image.size,
-            run=run,
-            index=index,
+        OutputImage(
+            data=encode_png(image, result.parameters), size=image.size, kind=Image.Kind.OUTPUT, index=index, run=run
         )
         for index, image in enumerate(result.images)
     ]

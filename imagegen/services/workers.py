@@ -1,8 +1,21 @@
-"""What a worker process keeps: its warm engine, loaded once and used by every kind of job."""
+"""What a worker process keeps: its warm engine, loaded once and used by every kind of job, and the
+record operators read when it cannot be loaded."""
+
+import json
+import logging
 
 from django.conf import settings
+from django.utils import timezone
 
-from ..engine import GenerationRequest
+from ..engine import GenerationRequest, ModelLoadError
+
+logger = logging.getLogger("imagegen.services")
+
+# What users read when the model cannot be loaded; the details (paths, the loader's words) go to
+# the log and the operations page (model_load_failures), which only staff see.
+MODEL_UNAVAILABLE = "The image model is not available right now. An administrator has been told; try again later."
+# A Redis hash: worker name → its latest load failure (JSON), for the operations page.
+MODEL_LOAD_FAILURES_KEY = "imagegen:model-load-failures"
 
 
 def current_engine():
@@ -20,10 +33,44 @@ def current_engine():
     )
 
 
-def engine_warm_up() -> None:
+def engine_warm_up(*, worker: str = "") -> None:
     """Load the model and run one tiny generation before the first job arrives.
 
     The first generation in a process pays for one-time set-up in torch (seconds on a CPU);
-    paying it here means no user's first job waits for it.
+    paying it here means no user's first job waits for it. A model that cannot be loaded is
+    recorded for operators; the worker stays up, and each job then fails with a short message.
     """
-    current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64))
+    try:
+        current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64))
+    except ModelLoadError as error:
+        logger.error("The worker could not load its model: %s", error)
+        model_load_failure_record(worker=worker, detail=str(error))
+    else:
+        model_load_failure_record(worker=worker, detail="")
+
+
+def _redis():
+    from redis import Redis
+
+    return Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+
+
+def model_load_failure_record(*, worker: str, detail: str) -> None:
+    """Keep the worker's latest model-load failure, with its details, for the operations page;
+    an empty `detail` (the model loaded) clears it."""
+    from redis.exceptions import RedisError
+
+    record = {"worker": worker, "detail": detail, "model": settings.IMAGEGEN_MODEL, "at": timezone.now().isoformat()}
+    try:
+        if detail:
+            _redis().hset(MODEL_LOAD_FAILURES_KEY, worker or "unknown", json.dumps(record))
+        else:
+            _redis().hdel(MODEL_LOAD_FAILURES_KEY, worker or "unknown")
+    except RedisError:  # the log has it already
+        logger.warning("Could not record the model-load failure for the operations page", exc_info=True)
+
+
+def model_load_failures() -> list[dict]:
+    """The latest model-load failure of each worker that had one, newest first."""
+    records = [json.loads(value) for value in _redis().hvals(MODEL_LOAD_FAILURES_KEY)]
+    return sorted(records, key=lambda record: record["at"], reverse=True)

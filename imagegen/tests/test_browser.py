@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 from conftest import ARTIFACTS
 from imagegen.models import Run
 
-from .factories import PASSWORD, UserFactory
+from .factories import PASSWORD, ImageFactory, RunFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -133,3 +133,24 @@ def test_image_to_image_page_flow_and_variation(stack, page, tmp_path):
     variation = Run.objects.exclude(pk=run.pk).get(owner=user)
     assert variation.seed != run.seed and variation.init_image_id == run.init_image_id
     expect(page.locator(f"#run-{variation.pk} .result img.output")).to_be_visible(timeout=20_000)
+
+
+def test_a_user_deletes_a_run_from_the_gallery_after_confirming(stack, page):
+    user = UserFactory()
+    kept = RunFactory(owner=user, prompt="a run to keep", status="succeeded")
+    doomed = RunFactory(owner=user, prompt="a run to delete", status="succeeded")
+    output = ImageFactory(owner=user, run=doomed)
+    file = stack.media_root / output.file.name
+    assert file.exists()
+    log_in(page, stack, user.username)
+    page.goto(f"{stack.base_url}/gallery/")
+    card = page.locator(f"#run-{doomed.pk}")
+    page.once("dialog", lambda dialog: dialog.dismiss())  # "Cancel" in the confirmation: nothing happens
+    card.get_by_role("button", name="Delete").click()
+    expect(card).to_be_visible()
+    assert Run.objects.filter(pk=doomed.pk).exists()
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.get_by_role("button", name="Delete").click()
+    expect(card).to_have_count(0)  # swapped out without a reload
+    expect(page.locator(f"#run-{kept.pk}")).to_be_visible()
+    assert not Run.objects.filter(pk=doomed.pk).exists() and not file.exists()

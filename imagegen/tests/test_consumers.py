@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from imagegen import progress, services
+from imagegen import progress, selectors, services
 from imagegen.asgi import application
 from imagegen.models import JobStatus
 
@@ -97,3 +97,40 @@ def test_sockets_refuse_strangers(path):
         await socket.disconnect()
 
     async_to_sync(scenario)()
+
+
+@pytest.mark.parametrize("path", ["/ws/jobs/{id}/", "/api/v1/ws/{id}"])
+def test_a_job_that_finishes_while_the_socket_connects_is_not_left_running(path, monkeypatch):
+    """The job ends, and its events go out, right after the consumer's ownership check: the
+    socket must still end on the finished job, not stay on "running"."""
+    run = RunFactory(status=JobStatus.RUNNING, total_steps=4)
+    cookie = session_cookie(run.owner)
+    real_job_for_user = selectors.job_for_user
+    calls = []
+
+    def finishes_after_the_ownership_check(**arguments):
+        job = real_job_for_user(**arguments)
+        if not calls:
+            image = finish(run)
+            progress.publish_status(run)
+            progress.publish_result(run, [image])
+        calls.append(arguments)
+        return job
+
+    monkeypatch.setattr(selectors, "job_for_user", finishes_after_the_ownership_check)
+
+    async def scenario():
+        socket, connected = await open_socket(path.format(id=run.pk), [ORIGIN, cookie])
+        assert connected
+        received = []
+        while (message := await socket.receive_output(timeout=5))["type"] != "websocket.close":
+            received.append(message["text"])
+        return received
+
+    received = async_to_sync(scenario)()
+    assert received, "nothing was sent before the socket closed"
+    if path.startswith("/api"):
+        assert json.loads(received[0])["status"] == "succeeded"
+        assert json.loads(received[-1])["type"] == "job.result"
+    else:
+        assert "/images/" in received[-1]

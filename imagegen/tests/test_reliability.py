@@ -7,8 +7,10 @@ import json
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from websockets.sync.client import connect
 
 from conftest import ARTIFACTS, wait_until
@@ -191,3 +193,34 @@ def test_a_job_that_fails_inside_the_worker_does_not_stop_the_worker(stack):
     services.job_enqueue(job=following)
     assert wait_for_run(following.pk, finished, timeout=20).status == JobStatus.SUCCEEDED
     record(jobs_failed_readably=1)
+
+
+def test_a_job_requeued_under_a_live_worker_keeps_only_the_new_attempts_result(stack, settings):
+    """Housekeeping takes a job from a worker that is alive (its heartbeats looked lost), a new
+    attempt claims it, and the old worker finishes afterwards: the new attempt's result stands."""
+    settings.IMAGEGEN_HEARTBEAT_INTERVAL = 0.5  # the new attempt, in this process, is alive too
+    run = RunFactory(owner=UserFactory(), steps=40, total_steps=40, width=256, height=256, seed=11)
+    services.job_enqueue(job=run)
+    wait_for_run(run.pk, running_at_step(2))
+
+    def requeued() -> bool:
+        Run.objects.filter(pk=run.pk, status=JobStatus.RUNNING).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+        return services.jobs_recover()["requeued"] == 1  # unless a heartbeat came in between
+
+    wait_until(requeued, timeout=10, what="housekeeping to requeue the live job")
+    new_attempt = services.job_claim(model=Run, job_id=run.pk, worker="second-attempt@tests")
+    assert new_attempt.attempts == 2
+    with services.Heartbeat(new_attempt):
+        wait_until(
+            lambda: f"Run {run.pk}: attempt 1 was cancelled or given to another attempt" in stack.worker_log_text(),
+            timeout=120,
+            what="the old worker to finish its attempt",
+        )
+    services.job_perform(job=new_attempt, perform=services.run_perform)
+
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.worker) == (JobStatus.SUCCEEDED, 2, "second-attempt@tests"), run.error
+    (image,) = run.outputs.all()
+    assert image.file.name == f"outputs/{run.pk}/2-0.png"
+    assert [path.name for path in output_files(stack, run)] == ["2-0.png"]
+    record(jobs_requeued_under_a_live_worker=1, double_results=0)

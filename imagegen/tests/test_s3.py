@@ -117,7 +117,7 @@ def test_image_to_image_keeps_media_in_the_bucket_and_serves_it_only_to_its_owne
 
     # Both the normalised upload and the output are objects in the bucket, and nothing is on disk.
     run = Run.objects.get(pk=accepted["run_id"])
-    upload_key, output_key = run.init_image.file.name, f"outputs/{run.pk}/0.png"
+    upload_key, output_key = run.init_image.file.name, f"outputs/{run.pk}/1-0.png"
     assert upload_key.startswith("uploads/") and upload_key.endswith(".png")
     s3 = boto3.client("s3", endpoint_url=s3_endpoint, **CREDENTIALS)
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])}

@@ -1,16 +1,27 @@
 """Services with the real tiny model in this process: creating, claiming and executing runs."""
 
+import errno
 import io
+import os
 import threading
+from datetime import timedelta
 
 import pytest
-from django.core.files.storage import default_storage
-from django.db import connection
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage, default_storage
+from django.db import DatabaseError, OperationalError, connection
+from django.db.models import QuerySet
+from django.test import Client
+from django.utils import timezone
 from PIL import Image as PILImage
 
-from imagegen import services
+from conftest import wait_until
+from imagegen import progress, services
 from imagegen.engine import read_png_parameters
 from imagegen.models import Image, JobStatus, Run, UserQuota
+from imagegen.progress import ProgressReporter
 
 from .factories import RunFactory, UserFactory
 
@@ -58,14 +69,22 @@ def test_a_cancelled_run_is_not_started():
     assert run.status == JobStatus.CANCELLED and run.attempts == 0 and not run.outputs.exists()
 
 
-def test_a_model_that_cannot_load_fails_the_run_with_a_readable_message(settings, tmp_path):
+def test_a_model_that_cannot_load_fails_the_run_with_a_short_message_and_tells_staff(settings, tmp_path, admin_client):
     settings.IMAGEGEN_MODEL = str(tmp_path / "no-such-model")
     run = RunFactory(steps=2, total_steps=2)
-    services.run_execute(run_id=run.pk)
+    services.run_execute(run_id=run.pk, worker="gpu1@host")
     run.refresh_from_db()
     assert run.status == JobStatus.FAILED
-    assert "no-such-model" in run.error and "IMAGEGEN_MODEL" in run.error
+    assert run.error == services.MODEL_UNAVAILABLE
+    assert str(tmp_path) not in run.error and "IMAGEGEN_MODEL" not in run.error
     assert not run.outputs.exists()
+    client = Client()
+    client.force_login(run.owner)
+    shown = client.get(f"/runs/{run.pk}/").content.decode() + client.get(f"/api/v1/runs/{run.pk}").content.decode()
+    assert "The image model is not available right now" in shown and "no-such-model" not in shown
+    page = admin_client.get("/admin/operations/").content.decode()
+    assert "Model load failures" in page and "gpu1@host" in page
+    assert "no-such-model" in page and "Check IMAGEGEN_MODEL" in page
 
 
 def test_same_seed_same_image_through_the_service():
@@ -213,3 +232,133 @@ def test_an_exception_inside_the_pipeline_fails_the_run_readably(monkeypatch):
     run.refresh_from_db()
     assert run.status == JobStatus.FAILED
     assert run.error.startswith("The generation failed unexpectedly (ZeroDivisionError). Try again")
+
+
+def stored_output_files(run) -> list[str]:
+    folder = f"outputs/{run.pk}"
+    return sorted(default_storage.listdir(folder)[1]) if default_storage.exists(folder) else []
+
+
+def requeue_as_housekeeping_does(run) -> None:
+    """The worker's heartbeat looks lost: housekeeping gives the job to another attempt."""
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert services.jobs_recover()["requeued"] == 1
+
+
+def test_a_requeued_attempt_cannot_overwrite_the_new_attempts_result():
+    run = RunFactory(steps=2, total_steps=2)
+    old = services.job_claim(model=Run, job_id=run.pk, worker="old@host")
+    old_outcome = services.run_perform(old, ProgressReporter(old))
+    requeue_as_housekeeping_does(run)
+    new = services.job_claim(model=Run, job_id=run.pk, worker="new@host")
+    # The old worker, still alive, reports its last step and fails: neither touches the new attempt.
+    layer = get_channel_layer()
+    listener = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(progress.group_name(run.pk), listener)
+    ProgressReporter(old)(2, 2)
+    services.job_fail(job=old, error="the old attempt's failure")
+    ProgressReporter(new)(1, 2)
+    run.refresh_from_db()
+    assert (run.status, run.step, run.error, run.worker) == (JobStatus.RUNNING, 0, "", "new@host")
+    first_event = async_to_sync(layer.receive)(listener)
+    assert (first_event["type"], first_event["step"]) == ("job.progress", 1)  # the new attempt's: nothing from the old
+
+    services.job_perform(job=new, perform=services.run_perform)
+    services.job_perform(job=old, perform=lambda job, on_step: old_outcome)  # the old worker finishes last
+    run.refresh_from_db()
+    assert (run.status, run.attempts, run.worker) == (JobStatus.SUCCEEDED, 2, "new@host")
+    (image,) = run.outputs.all()
+    assert image.file.name == f"outputs/{run.pk}/2-0.png"  # the new attempt's, none of the old one's
+    assert stored_output_files(run) == ["2-0.png"]
+
+
+def test_a_crash_between_the_files_and_the_commit_leaves_nothing_and_the_next_attempt_one_set(monkeypatch):
+    run = RunFactory(steps=2, total_steps=2, batch_size=2)
+    real_create = Image.objects.create
+    created = []
+
+    def second_row_fails(**fields):
+        created.append(fields)
+        if len(created) == 2:
+            raise DatabaseError("the database went away during the commit")
+        return real_create(**fields)
+
+    monkeypatch.setattr(Image.objects, "create", second_row_fails)
+    services.run_execute(run_id=run.pk, worker="w1")
+    run.refresh_from_db()
+    assert (run.status, run.outputs.count(), stored_output_files(run)) == (JobStatus.FAILED, 0, [])
+    assert run.error.startswith("The generation failed unexpectedly (DatabaseError)")
+
+    # A worker that died after writing its files, before its commit, leaves them behind too...
+    monkeypatch.undo()
+    Run.objects.filter(pk=run.pk).update(status=JobStatus.RUNNING, error="", attempts=2, worker="w2")
+    default_storage.save(f"outputs/{run.pk}/2-0.png", ContentFile(b"written by attempt 2, which died"))
+    requeue_as_housekeeping_does(run)
+    # ...and the next attempt that succeeds leaves exactly its own set.
+    services.run_execute(run_id=run.pk, worker="w3")
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == (JobStatus.SUCCEEDED, 3)
+    assert sorted(image.file.name for image in run.outputs.all()) == [
+        f"outputs/{run.pk}/3-0.png",
+        f"outputs/{run.pk}/3-1.png",
+    ]
+    assert stored_output_files(run) == ["3-0.png", "3-1.png"]
+
+
+def test_a_storage_that_cannot_write_fails_the_job_with_its_own_message_and_stores_nothing(monkeypatch):
+    real_save = FileSystemStorage._save
+    saved = []
+
+    def disk_full_on_the_second_file(self, name, content):
+        if saved:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/srv/media/" + name)
+        saved.append(name)
+        return real_save(self, name, content)
+
+    monkeypatch.setattr(FileSystemStorage, "_save", disk_full_on_the_second_file)
+    run = RunFactory(steps=2, total_steps=2, batch_size=2)
+    services.run_execute(run_id=run.pk, worker="w1")
+    run.refresh_from_db()
+    assert run.status == JobStatus.FAILED
+    assert run.error.startswith("The images could not be saved: no space left on device.")
+    assert "/srv/media" not in run.error
+    assert saved and not run.outputs.exists() and stored_output_files(run) == []
+
+
+def test_an_s3_error_fails_the_job_with_the_storage_message(monkeypatch):
+    from botocore.exceptions import ClientError
+
+    def access_denied(self, name, content):
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
+
+    monkeypatch.setattr(FileSystemStorage, "_save", access_denied)
+    run = RunFactory(steps=2, total_steps=2)
+    services.run_execute(run_id=run.pk, worker="w1")
+    run.refresh_from_db()
+    assert (run.status, run.error) == (
+        JobStatus.FAILED,
+        services.NOT_SAVED.format(reason="the storage answered AccessDenied"),
+    )
+    assert not Image.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_survives_a_database_error(settings, monkeypatch, caplog):
+    settings.IMAGEGEN_HEARTBEAT_INTERVAL = 0.05
+    run = RunFactory(steps=2, total_steps=2)
+    job = services.job_claim(model=Run, job_id=run.pk, worker="w1")
+    Run.objects.filter(pk=run.pk).update(heartbeat_at=None)
+    real_update = QuerySet.update
+    failures = []
+
+    def first_beat_fails(self, **fields):
+        if "heartbeat_at" in fields and not failures:
+            failures.append(fields)
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_update(self, **fields)
+
+    monkeypatch.setattr(QuerySet, "update", first_beat_fails)
+    with services.Heartbeat(job):
+        wait_until(lambda: Run.objects.get(pk=run.pk).heartbeat_at, timeout=5, what="a heartbeat after the error")
+    assert failures
+    assert "Heartbeat of" in caplog.text and "retrying" in caplog.text

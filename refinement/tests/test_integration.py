@@ -125,7 +125,7 @@ def test_a_worker_killed_during_a_refinement_loses_nothing(stack):
     assert refinement.worker.startswith(f"{killed}-after-refinement-crash@")
     assert refinement.version == 2 and refinement.result is not None
     files = list((stack.media_root / "outputs" / run_id / "refinements").iterdir())
-    assert [path.name for path in files] == [f"{refinement.pk}.png"]
+    assert [path.name for path in files] == [f"{refinement.pk}-2-0.png"]  # attempt 2's, and only it
     record(jobs_killed=1, jobs_recovered=1)
 
 
