@@ -2,10 +2,15 @@
 
 import io
 import json
+import logging
+import uuid
 import zipfile
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import connection
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.urls import reverse
@@ -14,8 +19,11 @@ from django.utils import timezone
 from refinement.models import Refinement
 from refinement.selectors import Version, refinement_record, run_versions
 
+from . import liveness
 from .engine import format_parameters
 from .models import ApiToken, Image, Job, JobStatus, LoginFailure, Run, job_models
+
+logger = logging.getLogger("imagegen.health")
 
 
 def user_for_api_token(*, token: str):
@@ -170,7 +178,6 @@ def operations_overview() -> dict:
     be reached is reported as such, not raised: this page is for the moment things go wrong.
     """
     from kombu.exceptions import OperationalError
-    from redis import Redis
     from redis.exceptions import RedisError
 
     from .celery import app
@@ -185,7 +192,7 @@ def operations_overview() -> dict:
         inspector = app.control.inspect(timeout=1.0)
         active = inspector.active() or {}
         queues = inspector.active_queues() or {}
-        redis = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+        redis = liveness.redis_client(timeout=1.0)
         queue_names = sorted({queue["name"] for listened in queues.values() for queue in listened} | {"gpu", "light"})
         overview["queues"] = [{"name": name, "waiting": redis.llen(name)} for name in queue_names]
     except (OSError, RedisError, OperationalError) as error:
@@ -203,3 +210,47 @@ def operations_overview() -> dict:
     overview["queued_jobs"] = sum(model.objects.filter(status=JobStatus.QUEUED).count() for model in job_models())
     overview["running_jobs"] = len(running)
     return overview
+
+
+def health() -> dict:
+    """Can this installation do its work: database, Redis, storage, and a worker that beat lately.
+
+    Each check gives up within a second or two and says only ok or not, with no addresses, names
+    or error texts (the endpoint is public); the details go to the log.
+    """
+    checks: dict[str, dict] = {}
+
+    def check(name: str, probe) -> None:
+        try:
+            checks[name] = {"ok": True, **(probe() or {})}
+        except Exception as error:  # any failure of a dependency is an answer here, not a 500
+            logger.warning("Health check %s failed: %r", name, error)
+            checks[name] = {"ok": False, "error": f"{name} is unreachable"}
+
+    def database() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+
+    def storage() -> None:
+        name = default_storage.save(f"healthz/{uuid.uuid4().hex}", ContentFile(b"ok"))
+        default_storage.delete(name)
+
+    check("database", database)
+    check("storage", storage)
+    client = liveness.redis_client(timeout=1.0)
+    check("redis", lambda: {"ok": client.ping()})
+    if checks["redis"]["ok"]:
+        check("worker", lambda: {"last_beat_seconds_ago": liveness.newest_worker_beat_age(client)})
+        age = checks["worker"].get("last_beat_seconds_ago")
+        limit = settings.IMAGEGEN_HEARTBEAT_TIMEOUT
+        if checks["worker"]["ok"] and (age is None or age > limit):
+            checks["worker"]["ok"] = False
+            checks["worker"]["error"] = (
+                "no worker has reported" if age is None else f"no worker has reported for over {limit:g} s"
+            )
+        if age is not None:
+            checks["worker"]["last_beat_seconds_ago"] = round(age, 1)
+    else:
+        checks["worker"] = {"ok": False, "error": "unknown while redis is unreachable"}
+    failed = [name for name, result in checks.items() if not result["ok"]]
+    return {"status": "unhealthy" if failed else "ok", "failed": failed, "checks": checks}

@@ -266,6 +266,9 @@ IMAGEGEN_HEARTBEAT_INTERVAL = float(os.environ.get("IMAGEGEN_HEARTBEAT_INTERVAL"
 IMAGEGEN_HEARTBEAT_TIMEOUT = float(os.environ.get("IMAGEGEN_HEARTBEAT_TIMEOUT", "60"))
 IMAGEGEN_RESEND_QUEUED_AFTER = float(os.environ.get("IMAGEGEN_RESEND_QUEUED_AFTER", "300"))
 IMAGEGEN_HOUSEKEEPING_INTERVAL = float(os.environ.get("IMAGEGEN_HOUSEKEEPING_INTERVAL", "5"))
+# /healthz (database, Redis, storage, a worker's beat within IMAGEGEN_HEARTBEAT_TIMEOUT) answers over
+# plain HTTP even where HTTPS is enforced: compose's healthcheck asks http://127.0.0.1:8000/healthz.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 # A request should not hang while Redis is down: fail fast, keep the job queued, send it later.
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}

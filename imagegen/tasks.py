@@ -15,7 +15,10 @@ def run_job(run_id: str) -> None:
 
 
 @worker_ready.connect
-def warm_engine(**_) -> None:
+def beat_and_warm_engine(sender, **_) -> None:
+    # Beating starts before the model loads, so a worker busy loading (minutes for a first
+    # download) still reads as alive on /healthz.
+    services.worker_beat_start(sender.hostname)
     services.engine_warm_up()
 
 

@@ -7,7 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -155,3 +155,13 @@ def operations(request: HttpRequest) -> HttpResponse:
     """For operators: are the workers alive, what are they running, how long are the queues."""
     context = {**admin.site.each_context(request), "title": "Operations", **selectors.operations_overview()}
     return render(request, "admin/operations.html", context)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """For load balancers and compose: 200 when database, Redis, storage and a worker are fine,
+    503 naming what is not. Public, so it says nothing but ok or not (selectors.health)."""
+    report = selectors.health()
+    response = JsonResponse(report, status=503 if report["failed"] else 200)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -19,7 +19,7 @@ from .jobs import (
 )
 from .quota import QuotaExceededError, daily_quota, quota_claim
 from .runs import NothingToVaryError, run_create, run_execute, run_import, run_perform, run_variation_create
-from .workers import current_engine, engine_warm_up
+from .workers import current_engine, engine_warm_up, worker_beat_start
 
 __all__ = [
     "QUEUE_UNAVAILABLE",
@@ -52,4 +52,5 @@ __all__ = [
     "run_import",
     "run_perform",
     "run_variation_create",
+    "worker_beat_start",
 ]

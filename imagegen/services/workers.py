@@ -1,8 +1,16 @@
-"""What a worker process keeps: its warm engine, loaded once and used by every kind of job."""
+"""What a worker process keeps: its warm engine, loaded once and used by every kind of job, and the
+beat that tells the health endpoint it is alive."""
+
+import logging
+import threading
 
 from django.conf import settings
+from redis.exceptions import RedisError
 
+from .. import liveness
 from ..engine import GenerationRequest
+
+logger = logging.getLogger("imagegen.services")
 
 
 def current_engine():
@@ -27,3 +35,23 @@ def engine_warm_up() -> None:
     paying it here means no user's first job waits for it.
     """
     current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64))
+
+
+def worker_beat_start(worker: str) -> threading.Thread:
+    """Beat for this worker every IMAGEGEN_HEARTBEAT_INTERVAL seconds, from a thread of its own, for as
+    long as the process lives: loading a model or running a job never holds it up. A beat that
+    cannot reach Redis is logged and tried again at the next one."""
+
+    def beat() -> None:
+        client = liveness.redis_client(timeout=2.0)
+        while True:
+            try:
+                liveness.record_worker_beat(client, worker)
+            except (RedisError, OSError) as error:
+                logger.warning("Worker %s could not record its beat in Redis: %s", worker, error)
+            stopped.wait(settings.IMAGEGEN_HEARTBEAT_INTERVAL)
+
+    stopped = threading.Event()  # never set: the thread ends with the process (daemon)
+    thread = threading.Thread(target=beat, name="worker-beat", daemon=True)
+    thread.start()
+    return thread
