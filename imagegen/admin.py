@@ -10,13 +10,22 @@ from django.utils.html import format_html
 
 from . import services
 from .models import ApiToken, Image, Run, UserQuota
+from .views import THUMBNAIL_MAX_AGE, stored_file_response
 
 
 def thumbnail(image: Image | None, size: int = 96) -> str:
+    """The image's small WebP (made on first view), linked to the full file."""
     if image is None:
         return "—"
-    url = reverse("admin:imagegen_image_file", args=[image.pk])
-    return format_html('<img src="{}" alt="" style="max-width:{}px;max-height:{}px">', url, size, size)
+    small = reverse("admin:imagegen_image_thumbnail", args=[image.pk])
+    full = reverse("admin:imagegen_image_file", args=[image.pk])
+    return format_html(
+        '<a href="{}"><img src="{}" alt="" loading="lazy" style="max-width:{}px;max-height:{}px"></a>',
+        full,
+        small,
+        size,
+        size,
+    )
 
 
 class OutputInline(admin.TabularInline):
@@ -45,14 +54,22 @@ class ImageAdmin(admin.ModelAdmin):
         return thumbnail(image)
 
     def get_urls(self):
-        urls = [path("<uuid:image_id>/file/", self.admin_site.admin_view(self.file_view), name="imagegen_image_file")]
+        urls = [
+            path("<uuid:image_id>/file/", self.admin_site.admin_view(self.file_view), name="imagegen_image_file"),
+            path(
+                "<uuid:image_id>/thumbnail/",
+                self.admin_site.admin_view(self.thumbnail_view),
+                name="imagegen_image_thumbnail",
+            ),
+        ]
         return urls + super().get_urls()
 
-    def file_view(self, request, image_id):
-        image = get_object_or_404(Image, pk=image_id)
-        response = FileResponse(image.file.open("rb"), content_type="image/png")
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+    def file_view(self, request, image_id) -> FileResponse:
+        return stored_file_response(get_object_or_404(Image, pk=image_id).file, max_age=3600)
+
+    def thumbnail_view(self, request, image_id) -> FileResponse:
+        image = services.image_thumbnail(image=get_object_or_404(Image, pk=image_id))
+        return stored_file_response(image.thumbnail, max_age=THUMBNAIL_MAX_AGE, immutable=True)
 
 
 @admin.register(Run)

@@ -17,6 +17,7 @@ imagegen_patterns = [
     path("runs/<uuid:run_id>/download/", views.run_download, name="run_download"),
     path("runs/<uuid:job_id>/cancel/", views.job_cancel, name="run_cancel"),
     path("images/<uuid:image_id>", views.image_file, name="image_file"),
+    path("images/<uuid:image_id>/thumbnail", views.image_thumbnail, name="image_thumbnail"),
     path("api/generate", api.generate, name="api_generate"),
     path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),

@@ -7,7 +7,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -21,6 +21,8 @@ from .models import Run
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
+# Thumbnails are named by their image's id and never rewritten: the browser keeps them a year.
+THUMBNAIL_MAX_AGE = 365 * 24 * 3600
 
 
 @login_required
@@ -130,16 +132,29 @@ def job_live(request: HttpRequest, job_id) -> HttpResponse:
 @require_GET
 def image_file(request: HttpRequest, image_id) -> FileResponse:
     image = selectors.image_for_user(user=request.user, image_id=image_id)
-    content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
     download = "download" in request.GET
-    response = FileResponse(
-        image.file.open("rb"),
-        content_type=content_type,
-        as_attachment=download,
-        filename=selectors.image_download_name(image=image) if download else None,
-    )
+    filename = selectors.image_download_name(image=image) if download else None
+    return stored_file_response(image.file, max_age=3600, as_attachment=download, filename=filename)
+
+
+@login_required
+@require_GET
+def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
+    """The image's small WebP for cards, made on first request; a thumbnail never changes."""
+    image = selectors.image_for_user(user=request.user, image_id=image_id)
+    try:
+        image = services.image_thumbnail(image=image)
+    except FileNotFoundError:
+        raise Http404("The image's file is missing from storage.") from None
+    return stored_file_response(image.thumbnail, max_age=THUMBNAIL_MAX_AGE, immutable=True)
+
+
+def stored_file_response(file, *, max_age: int, immutable: bool = False, **options) -> FileResponse:
+    """A stored image for its owner's browser only (private), which may keep it `max_age` seconds."""
+    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    response = FileResponse(file.open("rb"), content_type=content_type, **options)
     response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, max-age=3600"
+    response["Cache-Control"] = f"private, max-age={max_age}" + (", immutable" if immutable else "")
     return response
 
 

@@ -2,7 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create, login_failure_record
-from .images import image_delete, image_open_rgb, image_store
+from .images import image_delete, image_open_rgb, image_store, image_thumbnail
 from .jobs import (
     QUEUE_UNAVAILABLE,
     UNEXPECTED_FAILURE,
@@ -37,6 +37,7 @@ __all__ = [
     "image_delete",
     "image_open_rgb",
     "image_store",
+    "image_thumbnail",
     "job_cancel",
     "job_claim",
     "job_enqueue",

@@ -5,6 +5,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from PIL import Image as PILImage
 
+from ..engine import encode_thumbnail
 from ..models import Image, Run
 
 
@@ -40,9 +41,35 @@ def image_store(
 
 
 def image_delete(*, image: Image) -> None:
-    name = image.file.name
+    names = [image.file.name] + ([image.thumbnail.name] if image.thumbnail else [])
     image.delete()
-    transaction.on_commit(lambda: default_storage.delete(name))
+
+    def delete_files() -> None:
+        for name in names:
+            default_storage.delete(name)
+
+    transaction.on_commit(delete_files)
+
+
+def image_thumbnail(*, image: Image) -> Image:
+    """The image with its thumbnail, made and stored the first time it is asked for.
+
+    Made here, on the first request, rather than when the image is stored: every image then has
+    one (those stored before thumbnails existed, uploads, versions, references) without a
+    backfill, and no worker spends a job's time on it. Two first requests at the same moment may
+    both encode, but the conditional update keeps one file and the other is deleted at once.
+    """
+    if image.thumbnail:
+        return image
+    with image.file.open("rb") as file:
+        data = encode_thumbnail(file)
+    name = default_storage.save(f"thumbnails/{image.pk}.webp", ContentFile(data))
+    if Image.objects.filter(pk=image.pk, thumbnail="").update(thumbnail=name):
+        image.thumbnail.name = name
+    else:
+        default_storage.delete(name)
+        image.refresh_from_db(fields=["thumbnail"])
+    return image
 
 
 def image_open_rgb(image: Image) -> PILImage.Image:
