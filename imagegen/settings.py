@@ -126,6 +126,16 @@ CACHES = {
         "LOCATION": "fragments",
         "OPTIONS": {"MAX_ENTRIES": 5000},
     },
+    # Rendered parts of pages (a gallery grid, a run's card and versions), per process, keyed by a
+    # digest of the rows they show (imagegen.selectors.jobs_state), so any change by any process
+    # is a new key. They expire after IMAGEGEN_PAGE_CACHE_SECONDS (0: no caching) to keep the
+    # cards' ages ("3 minutes ago") current.
+    "pages": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "pages",
+        "TIMEOUT": float(os.environ.get("IMAGEGEN_PAGE_CACHE_SECONDS", "10")),
+        "OPTIONS": {"MAX_ENTRIES": 1000},
+    },
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,14 +1,19 @@
 """The pages: generate, gallery, run, and the owner-checked image files."""
 
 import mimetypes
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.cache import caches
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from img2img.forms import StudioForm
@@ -54,34 +59,66 @@ def generate(request: HttpRequest) -> HttpResponse:
     return render(request, "imagegen/generate.html", context)
 
 
+def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:
+    """A rendered part of a page from the "pages" cache, rendered and kept on a miss.
+
+    The digest sums up the rows the part shows (selectors.jobs_state), so a change made by any
+    process (another web process, the worker, housekeeping) is simply another key: nothing has to
+    be invalidated across processes. Entries expire after IMAGEGEN_PAGE_CACHE_SECONDS.
+    """
+    pages = caches["pages"]
+    key = f"{key}:{digest}"
+    part = pages.get(key)
+    if part is None:
+        part = render_part()
+        pages.set(key, part)
+    return part
+
+
 @login_required
 @require_GET
 def gallery(request: HttpRequest) -> HttpResponse:
     generation_type = request.GET.get("type")
     if generation_type not in Run.GenerationType.values:
         generation_type = None
-    runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
-    page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "imagegen/gallery.html",
-        {
-            "runs": page,
-            "page": page,
-            "generation_type": generation_type,
-            "generation_types": Run.GenerationType.choices,
-        },
-    )
+    state = selectors.gallery_state(user=request.user, generation_type=generation_type)
+    # The page number as Paginator corrects it, from the count alone (no query): one key per real page.
+    number = Paginator(range(state["count"]), GALLERY_PAGE_SIZE).get_page(request.GET.get("page")).number
+
+    def render_grid() -> str:
+        runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
+        page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(number)
+        context = {"runs": page, "page": page, "generation_type": generation_type}
+        return render_to_string("imagegen/gallery.html#grid", context)
+
+    grid = cached_part(f"gallery:{request.user.pk}:{generation_type}:{number}", state["digest"], render_grid)
+    context = {
+        "grid": mark_safe(grid),
+        "generation_type": generation_type,
+        "generation_types": Run.GenerationType.choices,
+    }
+    return render(request, "imagegen/gallery.html", context)
 
 
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, run_id) -> HttpResponse:
-    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    run, digest = selectors.run_page_state(user=request.user, run_id=run_id)
+
+    def render_parts() -> tuple[str, str]:
+        full = selectors.run_for_user(user=request.user, run_id=run_id)  # with its images and versions
+        card = render_to_string("imagegen/partials/run_card.html#run-card", {"run": full})
+        versions = render_to_string(
+            "refinement/partials/version.html#versions", {"refinements": refinements_of_run(run=full)}
+        )
+        return card, versions
+
+    card, versions = cached_part(f"run:{run.pk}", digest, render_parts)
     context = {
         "run": run,
         "parameters": selectors.run_parameters(run=run),
-        "refinements": refinements_of_run(run=run),
+        "run_card": mark_safe(card),
+        "versions": mark_safe(versions),
     }
     return render(request, "imagegen/run.html", context)
 
