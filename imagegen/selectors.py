@@ -12,13 +12,13 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, QuerySet, prefetch_related_objects
 from django.http import Http404
 from django.urls import reverse
 from django.utils import timezone
 
 from refinement.models import Refinement
-from refinement.selectors import Version, refinement_record, run_versions
+from refinement.selectors import Version, refinement_record, refinements_of_run, run_versions
 
 from . import liveness
 from .engine import format_parameters
@@ -101,11 +101,20 @@ def gallery_state(*, user, generation_type: str | None = None) -> dict:
 def run_page_state(*, user, run_id) -> tuple[Run, str]:
     """The user's run (its own row, for the page's parameters) and a digest of what its card and
     its versions show; another user's run is missing (404)."""
-    run = Run.objects.owned_by(user).filter(pk=run_id).first()
+    run = Run.objects.owned_by(user).select_related("init_image").filter(pk=run_id).first()
     if run is None:
         raise Http404("No such run.")
     own = (run.status, run.step, run.attempts, run.sent_at, run.started_at, run.finished_at)
     return run, state_digest(own, jobs_state(Refinement, run=run.pk))
+
+
+def run_page_versions(*, run: Run) -> list[Refinement]:
+    """Every refinement of the run for its page's versions list; the run gets its outputs and, as
+    run.refined_versions, the succeeded ones its card counts (as runs_for_user gives): two queries."""
+    prefetch_related_objects([run], Prefetch("outputs", queryset=Image.objects.order_by("index")))
+    refinements = list(refinements_of_run(run=run))
+    run.refined_versions = [refinement for refinement in refinements if refinement.status == JobStatus.SUCCEEDED]
+    return refinements
 
 
 def run_for_user(*, user, run_id) -> Run:

@@ -18,7 +18,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
-from refinement.selectors import refinements_of_run
 
 from . import selectors, services
 from .forms import LockoutLoginForm
@@ -106,11 +105,9 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
     run, digest = selectors.run_page_state(user=request.user, run_id=run_id)
 
     def render_parts() -> tuple[str, str]:
-        full = selectors.run_for_user(user=request.user, run_id=run_id)  # with its images and versions
-        card = render_to_string("imagegen/partials/run_card.html#run-card", {"run": full})
-        versions = render_to_string(
-            "refinement/partials/version.html#versions", {"refinements": refinements_of_run(run=full)}
-        )
+        refinements = selectors.run_page_versions(run=run)
+        card = render_to_string("imagegen/partials/run_card.html#run-card", {"run": run})
+        versions = render_to_string("refinement/partials/version.html#versions", {"refinements": refinements})
         return card, versions
 
     card, versions = cached_part(f"run:{run.pk}", digest, render_parts)

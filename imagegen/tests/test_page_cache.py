@@ -39,11 +39,16 @@ def test_a_cached_gallery_page_costs_four_queries(user_client, django_assert_num
 def test_a_cached_run_page_costs_four_queries(user_client, django_assert_num_queries):
     (run,) = finished_runs(user_client.user, 1)
     succeeded_refinement(run)
-    user_client.get(f"/runs/{run.pk}/")
+    refinement_of(run, version=3, status=JobStatus.FAILED, error="Out of memory.")
+    # Rendered: the cached page's four, then the run's outputs and its refinements (each once).
+    with django_assert_num_queries(CACHED_PAGE_QUERIES + 2):
+        first = user_client.get(f"/runs/{run.pk}/").content.decode()
+    assert first.count('class="version-card"') == 2 and "Out of memory." in first
+    assert ">v1</span>" in first  # the card knows the run has versions
     with django_assert_num_queries(CACHED_PAGE_QUERIES):
         again = user_client.get(f"/runs/{run.pk}/").content.decode()
     assert "<title>Run · Image studio</title>" in again  # the title is only the title
-    assert again.count('class="version-card"') == 1
+    assert again.count('class="version-card"') == 2
     assert again.count('id="versions"') == 1
 
 
