@@ -262,10 +262,6 @@ LOGGING = {
     },
 }
 
-# Threads each web process runs requests on (imagegen.handlers): kept for the life of the process,
-# one request at a time each; more requests wait their turn.
-IMAGEGEN_WEB_THREADS = int(os.environ.get("IMAGEGEN_WEB_THREADS", "8"))
-
 # The web server serves static files itself (through Django) unless a reverse proxy in front of it does.
 SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
 
