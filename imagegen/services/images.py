@@ -60,7 +60,11 @@ def image_thumbnail(*, image: Image) -> Image:
     both encode, but the conditional update keeps one file and the other is deleted at once.
     """
     if image.thumbnail:
-        return image
+        if image.thumbnail.storage.exists(image.thumbnail.name):
+            return image
+        # Its file went missing (media moved without thumbnails/): make it again.
+        Image.objects.filter(pk=image.pk, thumbnail=image.thumbnail.name).update(thumbnail="")
+        image.thumbnail.name = ""
     with image.file.open("rb") as file:
         data = encode_thumbnail(file)
     name = default_storage.save(f"thumbnails/{image.pk}.webp", ContentFile(data))

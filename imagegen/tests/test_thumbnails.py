@@ -73,6 +73,12 @@ def test_a_thumbnail_is_a_small_webp_made_once_and_kept_by_the_browser(user_clie
     image.refresh_from_db()
     assert image.thumbnail.name == f"thumbnails/{image.pk}.webp"
 
+    # A thumbnail whose file went missing (media moved without it) is made again, not a 500.
+    image.thumbnail.storage.delete(image.thumbnail.name)
+    remade = user_client.get(f"/images/{image.pk}/thumbnail")
+    assert remade.status_code == 200 and b"".join(remade.streaming_content) == data
+    assert len(encodes) == 2
+
 
 def test_another_users_thumbnail_is_404_and_makes_nothing(user_client, client):
     stranger = UserFactory()
