@@ -93,6 +93,15 @@ def media_root(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def fresh_page_cache():
+    """Rendered page parts are keyed by user id and row state; ids come round again in every
+    test's rolled-back database, so no test may see a part another test cached."""
+    from django.core.cache import caches
+
+    caches["pages"].clear()
+
+
+@pytest.fixture(autouse=True)
 def heartbeats_only_between_processes(settings):
     """A job executed in the test process runs inside the test's transaction, where the heartbeat
     thread's own connection waits 30 s for SQLite's write lock whenever the job outlasts one beat

@@ -89,6 +89,20 @@ def one_client(base_url: str, cookie: str, run_id: str, *, requests: int) -> dic
     return medians
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants so far, from /proc (Linux)."""
+    import os
+    from pathlib import Path
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
 def hit_pages(base_url: str, cookie: str, run_ids: list[str], *, threads: int, requests: int, seconds: float):
     """`threads` clients, each asking alternately for the gallery and a run page until done or out of time."""
     timings: dict[str, list[float]] = {page: [] for page in PAGES}
@@ -146,9 +160,12 @@ def main() -> None:
         long_job = start_long_job(bench)
         alone = one_client(bench.stack.base_url, cookie, run_ids[0], requests=10)
         common.log(f"the worker is busy with {long_job}; {threads} clients × {requests} requests")
+        web_pid = bench.stack.processes["web"].pid
+        web_cpu_before = cpu_seconds(web_pid)
         timings, errors, elapsed = hit_pages(
             bench.stack.base_url, cookie, run_ids, threads=threads, requests=requests, seconds=seconds
         )
+        web_cpu = cpu_seconds(web_pid) - web_cpu_before
         busy = Run.objects.get(pk=long_job)
         common.api(bench, "POST", f"/api/v1/runs/{long_job}/cancel")
 
@@ -172,6 +189,9 @@ def main() -> None:
         "first_errors": errors[:5],
         "pages": per_page,
         "one_client_median_seconds": alone,
+        # What the web processes spent per page under load: unlike latency, barely moved by other
+        # programs sharing the CPU, so steps can be compared on a busy machine.
+        "web_cpu_ms_per_request": web_cpu * 1000 / max(done, 1),
         "worker_busy_throughout": busy.status == "running",
         "long_job_step_at_end": busy.step,
     }
@@ -181,7 +201,8 @@ def main() -> None:
         f"web_load: gallery p50 {gallery['p50'] * ms:.0f} ms p95 {gallery['p95'] * ms:.0f} ms, "
         f"run page p50 {run['p50'] * ms:.0f} ms p95 {run['p95'] * ms:.0f} ms (target p95 < {TARGET_P95 * ms:.0f} ms); "
         f"one client alone: gallery {alone['gallery'] * ms:.0f} ms, run page {alone['run'] * ms:.0f} ms; "
-        f"{done / elapsed:.1f} requests/s, {done} ok, {len(errors)} errors, {threads} clients, "
+        f"{done / elapsed:.1f} requests/s, web CPU {figures['web_cpu_ms_per_request']:.1f} ms a request, "
+        f"{done} ok, {len(errors)} errors, {threads} clients, "
         f"{SEEDED_RUNS} runs, worker {'busy' if figures['worker_busy_throughout'] else 'NOT busy'} "
         f"with a 512×512 job; {common.load_note()}"
     )

@@ -10,14 +10,23 @@ from django.utils.html import format_html
 
 from . import services
 from .models import ApiToken, Image, Run, UserQuota
-from .storedfiles import open_image_file
+from .storedfiles import StoredFileMissing, open_image_file
+from .views import THUMBNAIL_MAX_AGE, stored_file_response
 
 
 def thumbnail(image: Image | None, size: int = 96) -> str:
+    """The image's small WebP (made on first view), linked to the full file."""
     if image is None:
         return "—"
-    url = reverse("admin:imagegen_image_file", args=[image.pk])
-    return format_html('<img src="{}" alt="" style="max-width:{}px;max-height:{}px">', url, size, size)
+    small = reverse("admin:imagegen_image_thumbnail", args=[image.pk])
+    full = reverse("admin:imagegen_image_file", args=[image.pk])
+    return format_html(
+        '<a href="{}"><img src="{}" alt="" loading="lazy" style="max-width:{}px;max-height:{}px"></a>',
+        full,
+        small,
+        size,
+        size,
+    )
 
 
 class OutputInline(admin.TabularInline):
@@ -46,14 +55,29 @@ class ImageAdmin(admin.ModelAdmin):
         return thumbnail(image)
 
     def get_urls(self):
-        urls = [path("<uuid:image_id>/file/", self.admin_site.admin_view(self.file_view), name="imagegen_image_file")]
+        urls = [
+            path("<uuid:image_id>/file/", self.admin_site.admin_view(self.file_view), name="imagegen_image_file"),
+            path(
+                "<uuid:image_id>/thumbnail/",
+                self.admin_site.admin_view(self.thumbnail_view),
+                name="imagegen_image_thumbnail",
+            ),
+        ]
         return urls + super().get_urls()
 
-    def file_view(self, request, image_id):
+    def file_view(self, request, image_id) -> FileResponse:
         image = get_object_or_404(Image, pk=image_id)
-        response = FileResponse(open_image_file(image=image), content_type="image/png")
-        response["X-Content-Type-Options"] = "nosniff"
-        return response
+        return stored_file_response(open_image_file(image=image), name=image.file.name, max_age=3600)
+
+    def thumbnail_view(self, request, image_id) -> FileResponse:
+        image = get_object_or_404(Image, pk=image_id)
+        try:
+            image = services.image_thumbnail(image=image)
+        except FileNotFoundError:
+            raise StoredFileMissing(image) from None
+        return stored_file_response(
+            image.thumbnail.open("rb"), name=image.thumbnail.name, max_age=THUMBNAIL_MAX_AGE, immutable=True
+        )
 
 
 @admin.register(Run)

@@ -2,7 +2,7 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+from imagegen.handlers import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imagegen.settings")
 django_application = get_asgi_application()
@@ -13,11 +13,14 @@ from django.conf import settings  # noqa: E402
 from .auth import AuthStack, OriginCheck  # noqa: E402
 from .bodylimit import RequestBodyLimit  # noqa: E402
 from .routing import websocket_urlpatterns  # noqa: E402
+from .staticfiles import StaticFiles  # noqa: E402
 
-# Static files are served inside Django by ServeStatic's middleware (settings.SERVE_STATIC).
+# Static files are answered before Django unless a proxy serves them (settings.SERVE_STATIC).
+http_application = StaticFiles(django_application) if settings.SERVE_STATIC else django_application
+
 application = ProtocolTypeRouter(
     {
-        "http": RequestBodyLimit(django_application, max_bytes=settings.IMAGEGEN_MAX_REQUEST_BYTES),
+        "http": RequestBodyLimit(http_application, max_bytes=settings.IMAGEGEN_MAX_REQUEST_BYTES),
         "websocket": OriginCheck(AuthStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -154,6 +154,16 @@ CACHES = {
         "LOCATION": "fragments",
         "OPTIONS": {"MAX_ENTRIES": 5000},
     },
+    # Rendered parts of pages (a gallery grid, a run's card and versions), per process, keyed by a
+    # digest of the rows they show (imagegen.selectors.jobs_state), so any change by any process
+    # is a new key. They expire after IMAGEGEN_PAGE_CACHE_SECONDS (0: no caching) to keep the
+    # cards' ages ("3 minutes ago") current.
+    "pages": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "pages",
+        "TIMEOUT": float(os.environ.get("IMAGEGEN_PAGE_CACHE_SECONDS", "10")),
+        "OPTIONS": {"MAX_ENTRIES": 1000},
+    },
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -282,15 +292,10 @@ LOGGING = {
     },
 }
 
-# The web server serves static files itself (through ServeStatic, compressed, cached for a year under
-# hashed names) unless a reverse proxy in front of it does. Outermost but for SecurityMiddleware, so a
-# static file costs no session or database lookup.
+# The web server serves static files itself (through ServeStatic, compressed, cached for ten years
+# under hashed names, in front of Django: imagegen.staticfiles) unless a reverse proxy in front of it
+# does, so a static file costs no middleware, session or database lookup.
 SERVE_STATIC = env_bool("IMAGEGEN_SERVE_STATIC", True)
-if SERVE_STATIC:
-    MIDDLEWARE.insert(
-        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
-        "servestatic.middleware.ServeStaticMiddleware",
-    )
 
 # The largest request body the web server reads (imagegen.bodylimit answers 413 beyond it).
 IMAGEGEN_MAX_REQUEST_BYTES = int(os.environ.get("IMAGEGEN_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES))

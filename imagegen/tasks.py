@@ -15,8 +15,12 @@ def run_job(run_id: str) -> None:
 
 
 @worker_ready.connect
-def warm_engine(sender=None, **_) -> None:
-    services.engine_warm_up(worker=getattr(sender, "hostname", "") or "")
+def beat_and_warm_engine(sender=None, **_) -> None:
+    # Beating starts before the model loads, so a worker busy loading (minutes for a first
+    # download) still reads as alive on /healthz.
+    worker = getattr(sender, "hostname", "") or ""
+    services.worker_beat_start(worker)
+    services.engine_warm_up(worker=worker)
 
 
 @worker_init.connect

@@ -18,6 +18,7 @@ imagegen_patterns = [
     path("runs/<uuid:run_id>/delete/", views.run_delete, name="run_delete"),
     path("runs/<uuid:job_id>/cancel/", views.job_cancel, name="run_cancel"),
     path("images/<uuid:image_id>", views.image_file, name="image_file"),
+    path("images/<uuid:image_id>/thumbnail", views.image_thumbnail, name="image_thumbnail"),
     path("api/generate", api.generate, name="api_generate"),
     path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
@@ -37,5 +38,6 @@ urlpatterns = [
     path("admin/operations/", views.operations, name="operations"),
     # Ahead of the admin's own route for the same URL, which answers a non-UUID id with a 500.
     path("admin/r/<path:content_type_id>/<path:object_id>/", views.view_on_site),
+    path("healthz", views.healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]

@@ -1,29 +1,35 @@
 """The pages: generate, gallery, run, and the owner-checked image files."""
 
 import mimetypes
+from collections.abc import Callable
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth.decorators import login_required
 from django.contrib.contenttypes import views as contenttype_views
+from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
-from refinement.selectors import refinements_of_run
 
 from . import selectors, services
 from .models import Run
-from .storedfiles import open_image_file
+from .storedfiles import StoredFileMissing, open_image_file
 
 RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
+# Thumbnails are named by their image's id and never rewritten: the browser keeps them a year.
+THUMBNAIL_MAX_AGE = 365 * 24 * 3600
 
 
 @login_required
@@ -55,34 +61,64 @@ def generate(request: HttpRequest) -> HttpResponse:
     return render(request, "imagegen/generate.html", context)
 
 
+def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:
+    """A rendered part of a page from the "pages" cache, rendered and kept on a miss.
+
+    The digest sums up the rows the part shows (selectors.jobs_state), so a change made by any
+    process (another web process, the worker, housekeeping) is simply another key: nothing has to
+    be invalidated across processes. Entries expire after IMAGEGEN_PAGE_CACHE_SECONDS.
+    """
+    pages = caches["pages"]
+    key = f"{key}:{digest}"
+    part = pages.get(key)
+    if part is None:
+        part = render_part()
+        pages.set(key, part)
+    return part
+
+
 @login_required
 @require_GET
 def gallery(request: HttpRequest) -> HttpResponse:
     generation_type = request.GET.get("type")
     if generation_type not in Run.GenerationType.values:
         generation_type = None
-    runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
-    page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(
-        request,
-        "imagegen/gallery.html",
-        {
-            "runs": page,
-            "page": page,
-            "generation_type": generation_type,
-            "generation_types": Run.GenerationType.choices,
-        },
-    )
+    state = selectors.gallery_state(user=request.user, generation_type=generation_type)
+    # The page number as Paginator corrects it, from the count alone (no query): one key per real page.
+    number = Paginator(range(state["count"]), GALLERY_PAGE_SIZE).get_page(request.GET.get("page")).number
+
+    def render_grid() -> str:
+        runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
+        page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(number)
+        context = {"runs": page, "page": page, "generation_type": generation_type}
+        return render_to_string("imagegen/gallery.html#grid", context)
+
+    grid = cached_part(f"gallery:{request.user.pk}:{generation_type}:{number}", state["digest"], render_grid)
+    context = {
+        "grid": mark_safe(grid),
+        "generation_type": generation_type,
+        "generation_types": Run.GenerationType.choices,
+    }
+    return render(request, "imagegen/gallery.html", context)
 
 
 @login_required
 @require_GET
 def run_detail(request: HttpRequest, run_id) -> HttpResponse:
-    run = selectors.run_for_user(user=request.user, run_id=run_id)
+    run, digest = selectors.run_page_state(user=request.user, run_id=run_id)
+
+    def render_parts() -> tuple[str, str]:
+        refinements = selectors.run_page_versions(run=run)
+        card = render_to_string("imagegen/partials/run_card.html#run-card", {"run": run})
+        versions = render_to_string("refinement/partials/version.html#versions", {"refinements": refinements})
+        return card, versions
+
+    card, versions = cached_part(f"run:{run.pk}", digest, render_parts)
     context = {
         "run": run,
         "parameters": selectors.run_parameters(run=run),
-        "refinements": refinements_of_run(run=run),
+        "run_card": mark_safe(card),
+        "versions": mark_safe(versions),
     }
     return render(request, "imagegen/run.html", context)
 
@@ -149,16 +185,33 @@ def job_live(request: HttpRequest, job_id) -> HttpResponse:
 @require_GET
 def image_file(request: HttpRequest, image_id) -> FileResponse:
     image = selectors.image_for_user(user=request.user, image_id=image_id)
-    content_type = mimetypes.guess_type(image.file.name)[0] or "application/octet-stream"
     download = "download" in request.GET
-    response = FileResponse(
-        open_image_file(image=image),
-        content_type=content_type,
-        as_attachment=download,
-        filename=selectors.image_download_name(image=image) if download else None,
+    filename = selectors.image_download_name(image=image) if download else None
+    return stored_file_response(
+        open_image_file(image=image), name=image.file.name, max_age=3600, as_attachment=download, filename=filename
     )
+
+
+@login_required
+@require_GET
+def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
+    """The image's small WebP for cards, made on first request; a thumbnail never changes."""
+    image = selectors.image_for_user(user=request.user, image_id=image_id)
+    try:
+        image = services.image_thumbnail(image=image)
+    except FileNotFoundError:
+        raise StoredFileMissing(image) from None
+    return stored_file_response(
+        image.thumbnail.open("rb"), name=image.thumbnail.name, max_age=THUMBNAIL_MAX_AGE, immutable=True
+    )
+
+
+def stored_file_response(opened, *, name: str, max_age: int, immutable: bool = False, **options) -> FileResponse:
+    """A stored file, open, for its owner's browser only (private), which may keep it `max_age` seconds."""
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    response = FileResponse(opened, content_type=content_type, **options)
     response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, max-age=3600"
+    response["Cache-Control"] = f"private, max-age={max_age}" + (", immutable" if immutable else "")
     return response
 
 
@@ -178,3 +231,13 @@ def operations(request: HttpRequest) -> HttpResponse:
     """For operators: are the workers alive, what are they running, how long are the queues."""
     context = {**admin.site.each_context(request), "title": "Operations", **selectors.operations_overview()}
     return render(request, "admin/operations.html", context)
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """For load balancers and compose: 200 when database, Redis, storage and a worker are fine,
+    503 naming what is not. Public, so it says nothing but ok or not (selectors.health)."""
+    report = selectors.health()
+    response = JsonResponse(report, status=503 if report["failed"] else 200)
+    response["Cache-Control"] = "no-store"
+    return response

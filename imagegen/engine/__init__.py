@@ -1,4 +1,4 @@
-"""Django-free Stable Diffusion engine: model loading, generation, previews and PNG metadata.
+"""Django-free Stable Diffusion engine: model loading, generation, previews, PNG metadata, thumbnails.
 
 The light names (requests, errors, metadata) import at once; the pipeline names load torch and
 diffusers on first use, so a process that only validates or describes requests never pays for them.
@@ -9,6 +9,7 @@ from importlib import import_module
 from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .metadata import encode_png, format_parameters, read_png_parameters
 from .requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, GenerationRequest, effective_steps, random_seed
+from .thumbnails import THUMBNAIL_SIDE, encode_thumbnail
 
 _PIPELINE_NAMES = {"SCHEDULERS", "Engine", "GenerationResult", "get_engine", "model_load_count"}
 
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_SCHEDULER",
     "SAMPLER_LABELS",
     "SCHEDULERS",
+    "THUMBNAIL_SIDE",
     "Engine",
     "EngineError",
     "GenerationCancelled",
@@ -32,6 +34,7 @@ __all__ = [
     "OutOfMemoryError",
     "effective_steps",
     "encode_png",
+    "encode_thumbnail",
     "format_parameters",
     "get_engine",
     "model_load_count",

@@ -2,7 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create
-from .images import image_open_rgb, image_store
+from .images import image_open_rgb, image_store, image_thumbnail
 from .jobs import (
     NOT_SAVED,
     QUEUE_UNAVAILABLE,
@@ -30,7 +30,7 @@ from .runs import (
     run_perform,
     run_variation_create,
 )
-from .workers import MODEL_UNAVAILABLE, current_engine, engine_warm_up, model_load_failures
+from .workers import MODEL_UNAVAILABLE, current_engine, engine_warm_up, model_load_failures, worker_beat_start
 
 __all__ = [
     "MODEL_UNAVAILABLE",
@@ -50,6 +50,7 @@ __all__ = [
     "engine_warm_up",
     "image_open_rgb",
     "image_store",
+    "image_thumbnail",
     "job_cancel",
     "job_claim",
     "job_enqueue",
@@ -67,4 +68,5 @@ __all__ = [
     "run_import",
     "run_perform",
     "run_variation_create",
+    "worker_beat_start",
 ]

@@ -5,6 +5,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
+from ..engine import encode_thumbnail
 from ..models import Image, Run
 
 
@@ -37,6 +38,31 @@ def image_store(
     except BaseException:
         default_storage.delete(stored_name)
         raise
+
+
+def image_thumbnail(*, image: Image) -> Image:
+    """The image with its thumbnail, made and stored the first time it is asked for.
+
+    Made here, on the first request, rather than when the image is stored: every image then has
+    one (those stored before thumbnails existed, uploads, versions, references) without a
+    backfill, and no worker spends a job's time on it. Two first requests at the same moment may
+    both encode, but the conditional update keeps one file and the other is deleted at once.
+    """
+    if image.thumbnail:
+        if image.thumbnail.storage.exists(image.thumbnail.name):
+            return image
+        # Its file went missing (media moved without thumbnails/): make it again.
+        Image.objects.filter(pk=image.pk, thumbnail=image.thumbnail.name).update(thumbnail="")
+        image.thumbnail.name = ""
+    with image.file.open("rb") as file:
+        data = encode_thumbnail(file)
+    name = default_storage.save(f"thumbnails/{image.pk}.webp", ContentFile(data))
+    if Image.objects.filter(pk=image.pk, thumbnail="").update(thumbnail=name):
+        image.thumbnail.name = name
+    else:
+        default_storage.delete(name)
+        image.refresh_from_db(fields=["thumbnail"])
+    return image
 
 
 def image_open_rgb(image: Image) -> PILImage.Image:

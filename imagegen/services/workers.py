@@ -1,12 +1,15 @@
 """What a worker process keeps: its warm engine, loaded once and used by every kind of job, and the
-record operators read when it cannot be loaded."""
+record operators read when it cannot be loaded, and the beat that tells the health endpoint it is alive."""
 
 import json
 import logging
+import threading
 
 from django.conf import settings
 from django.utils import timezone
+from redis.exceptions import RedisError
 
+from .. import liveness
 from ..engine import GenerationRequest, ModelLoadError
 
 logger = logging.getLogger("imagegen.services")
@@ -49,28 +52,40 @@ def engine_warm_up(*, worker: str = "") -> None:
         model_load_failure_record(worker=worker, detail="")
 
 
-def _redis():
-    from redis import Redis
-
-    return Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-
-
 def model_load_failure_record(*, worker: str, detail: str) -> None:
     """Keep the worker's latest model-load failure, with its details, for the operations page;
     an empty `detail` (the model loaded) clears it."""
-    from redis.exceptions import RedisError
-
     record = {"worker": worker, "detail": detail, "model": settings.IMAGEGEN_MODEL, "at": timezone.now().isoformat()}
     try:
         if detail:
-            _redis().hset(MODEL_LOAD_FAILURES_KEY, worker or "unknown", json.dumps(record))
+            liveness.redis_client().hset(MODEL_LOAD_FAILURES_KEY, worker or "unknown", json.dumps(record))
         else:
-            _redis().hdel(MODEL_LOAD_FAILURES_KEY, worker or "unknown")
+            liveness.redis_client().hdel(MODEL_LOAD_FAILURES_KEY, worker or "unknown")
     except RedisError:  # the log has it already
         logger.warning("Could not record the model-load failure for the operations page", exc_info=True)
 
 
 def model_load_failures() -> list[dict]:
     """The latest model-load failure of each worker that had one, newest first."""
-    records = [json.loads(value) for value in _redis().hvals(MODEL_LOAD_FAILURES_KEY)]
+    records = [json.loads(value) for value in liveness.redis_client().hvals(MODEL_LOAD_FAILURES_KEY)]
     return sorted(records, key=lambda record: record["at"], reverse=True)
+
+
+def worker_beat_start(worker: str) -> threading.Thread:
+    """Beat for this worker every IMAGEGEN_HEARTBEAT_INTERVAL seconds, from a thread of its own, for as
+    long as the process lives: loading a model or running a job never holds it up. A beat that
+    cannot reach Redis is logged and tried again at the next one."""
+
+    def beat() -> None:
+        client = liveness.redis_client(timeout=2.0)
+        while True:
+            try:
+                liveness.record_worker_beat(client, worker)
+            except (RedisError, OSError) as error:
+                logger.warning("Worker %s could not record its beat in Redis: %s", worker, error)
+            stopped.wait(settings.IMAGEGEN_HEARTBEAT_INTERVAL)
+
+    stopped = threading.Event()  # never set: the thread ends with the process (daemon)
+    thread = threading.Thread(target=beat, name="worker-beat", daemon=True)
+    thread.start()
+    return thread

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conftest import ARTIFACTS
+from imagegen.engine import THUMBNAIL_SIDE
 from imagegen.models import Run
 
 from .factories import PASSWORD, ImageFactory, RunFactory, UserFactory
@@ -58,7 +59,13 @@ def test_generate_watch_progress_and_see_the_image_without_reload(stack, page):
     assert len(seen - {0}) >= 3, seen
     assert page.evaluate("window.notReloaded") is True
     expect(page.locator(f"#run-{run.pk}-status")).to_have_text("Succeeded")
-    assert page.evaluate(f"document.querySelector('#run-{run.pk}-result img.output').naturalWidth") == 512
+    # The card shows the small WebP thumbnail; the 512 px PNG is its download.
+    result = f"#run-{run.pk}-result"
+    # (made on its first request, so wait until it has loaded)
+    page.wait_for_function(f"document.querySelector('{result} img.output').naturalWidth > 0", timeout=10_000)
+    assert page.evaluate(f"document.querySelector('{result} img.output').naturalWidth") == THUMBNAIL_SIDE
+    full = page.request.get(stack.base_url + page.locator(f"{result} a.download").get_attribute("href"))
+    assert full.headers["content-type"] == "image/png" and full.body()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_page_without_websockets_completes_by_polling(stack, page):

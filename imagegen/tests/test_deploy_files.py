@@ -543,4 +543,6 @@ def test_healthchecks(services):
     match = re.search(r"urlopen\('http://127\.0\.0\.1:(\d+)(/[^']*)'", web_check)
     assert match, web_check
     assert match[1] == web_port(argv(services["web"]["command"])), "the healthcheck asks another port"
-    resolve(match[2])  # Raises Resolver404 if the page moved.
+    # The health endpoint, which fails on a broken database, Redis, storage or worker (not only
+    # when the web server is down); resolve() raises Resolver404 if it moved.
+    assert resolve(match[2]).url_name == "healthz", match[2]
