@@ -96,14 +96,14 @@ def test_a_missing_stored_file_is_a_404_not_a_500(user_client):
     assert user_client.get(f"/images/{image.pk}/thumbnail").status_code == 404
 
 
-def test_deleting_an_image_deletes_its_thumbnail(user_client, django_capture_on_commit_callbacks):
-    _, image = finished_run_with_output(user_client.user)
+def test_deleting_a_run_deletes_its_images_thumbnails(user_client, django_capture_on_commit_callbacks):
+    run, image = finished_run_with_output(user_client.user)
     user_client.get(f"/images/{image.pk}/thumbnail")
     image.refresh_from_db()
     storage = image.thumbnail.storage
     assert storage.exists(image.thumbnail.name)
     with django_capture_on_commit_callbacks(execute=True):
-        services.image_delete(image=image)
+        services.run_delete(run=run)
     assert not storage.exists(image.thumbnail.name) and not storage.exists(image.file.name)
 
 
