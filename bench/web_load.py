@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 requests a client and 15 s at most")
     options = parser.parse_args()
     threads = 20
-    requests, seconds = (5, 15.0) if options.quick else (15, 30.0)
+    requests, seconds = (5, 15.0) if options.quick else (50, 30.0)
 
     with common.bench_stack() as bench:
         from imagegen.models import Run

@@ -130,11 +130,13 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"),
+        # Kept open between requests, SQLite included: the web server's request threads are kept
+        # too (imagegen.handlers), so a page does not open the file and run the PRAGMAs below again
+        # (a tenth of the web processes' time under load, bench/web_load.py).
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         # Web and worker write the same file: WAL lets readers run beside the writer, and
         # IMMEDIATE transactions queue writers instead of failing with "database is locked".
