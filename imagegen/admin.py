@@ -10,8 +10,8 @@ from django.utils.html import format_html
 
 from . import services
 from .models import ApiToken, Image, Run, UserQuota
-from .storedfiles import StoredFileMissing, open_image_file
-from .views import THUMBNAIL_MAX_AGE, stored_file_response
+from .storedfiles import open_image_file
+from .views import stored_file_response, thumbnail_response
 
 
 def thumbnail(image: Image | None, size: int = 96) -> str:
@@ -70,14 +70,7 @@ class ImageAdmin(admin.ModelAdmin):
         return stored_file_response(open_image_file(image=image), name=image.file.name, max_age=3600)
 
     def thumbnail_view(self, request, image_id) -> FileResponse:
-        image = get_object_or_404(Image, pk=image_id)
-        try:
-            image = services.image_thumbnail(image=image)
-        except FileNotFoundError:
-            raise StoredFileMissing(image) from None
-        return stored_file_response(
-            image.thumbnail.open("rb"), name=image.thumbnail.name, max_age=THUMBNAIL_MAX_AGE, immutable=True
-        )
+        return thumbnail_response(get_object_or_404(Image, pk=image_id))
 
 
 @admin.register(Run)

@@ -196,7 +196,11 @@ def image_file(request: HttpRequest, image_id) -> FileResponse:
 @require_GET
 def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
     """The image's small WebP for cards, made on first request; a thumbnail never changes."""
-    image = selectors.image_for_user(user=request.user, image_id=image_id)
+    return thumbnail_response(selectors.image_for_user(user=request.user, image_id=image_id))
+
+
+def thumbnail_response(image) -> FileResponse:
+    """The image's thumbnail (made now if it has none yet), which browsers may keep for good."""
     try:
         image = services.image_thumbnail(image=image)
     except FileNotFoundError:

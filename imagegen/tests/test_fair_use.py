@@ -124,9 +124,11 @@ def test_a_burst_of_submissions_is_refused_for_the_rest_of_the_minute(api, setti
     assert api.generate().status_code == 202
 
 
-def test_concurrent_submissions_at_the_cap_cannot_all_pass(settings):
-    """Eight threads, each with its own database connection, race for the last two slots."""
-    settings.IMAGEGEN_MAX_ACTIVE_JOBS = 3
+@pytest.mark.parametrize("limit", ["IMAGEGEN_MAX_ACTIVE_JOBS", "IMAGEGEN_DAILY_QUOTA"])
+def test_concurrent_submissions_at_a_limit_cannot_all_pass(settings, limit):
+    """Eight threads, each with its own database connection, race for the last two slots (jobs at
+    once, or today's generations)."""
+    setattr(settings, limit, 3)
     owner = UserFactory()
     arguments = {"steps": 2, "guidance_scale": 7.5, "width": 64, "height": 64}
     services.run_create(owner=owner, prompt="first", **arguments)
