@@ -54,7 +54,6 @@ def test_generate_watch_progress_and_see_the_image_without_reload(stack, page):
             seen.add(int(value))
         page.wait_for_timeout(30)
     expect(image).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
     # The bar moved through several steps before the image replaced it.
     assert len(seen - {0}) >= 3, seen
     assert page.evaluate("window.notReloaded") is True
@@ -63,6 +62,7 @@ def test_generate_watch_progress_and_see_the_image_without_reload(stack, page):
     result = f"#run-{run.pk}-result"
     # (made on its first request, so wait until it has loaded)
     page.wait_for_function(f"document.querySelector('{result} img.output').naturalWidth > 0", timeout=10_000)
+    page.screenshot(path=str(ARTIFACTS / "generate.png"), full_page=True)
     assert page.evaluate(f"document.querySelector('{result} img.output').naturalWidth") == THUMBNAIL_SIDE
     full = page.request.get(stack.base_url + page.locator(f"{result} a.download").get_attribute("href"))
     assert full.headers["content-type"] == "image/png" and full.body()[:8] == b"\x89PNG\r\n\x1a\n"
