@@ -1,10 +1,8 @@
 """The JSON API: submit a generation, read a run. Errors are JSON naming the field at fault."""
 
-import asyncio
 import functools
 import json
 
-from asgiref.sync import sync_to_async
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
@@ -38,38 +36,19 @@ def form_error_response(form: Form, *, field_prefix: str = "") -> JsonResponse:
 
 
 def api_view(*methods: str):
-    """Authentication, allowed methods and JSON errors for every API endpoint, synchronous or async."""
-
-    def refusal(request: HttpRequest) -> JsonResponse | None:
-        if not request.user.is_authenticated:
-            return error_response(
-                "Authentication required: log in or send 'Authorization: Bearer <token>'.", status=401
-            )
-        if request.method not in methods:
-            response = error_response(f"Method {request.method} not allowed.", status=405)
-            response["Allow"] = ", ".join(methods)
-            return response
-        return None
+    """Authentication, allowed methods and JSON errors for every API endpoint."""
 
     def decorator(view):
-        if asyncio.iscoroutinefunction(view):
-
-            @functools.wraps(view)
-            async def async_wrapper(request: HttpRequest, *args, **kwargs):
-                # Who the user is may take a database query: not in the event loop.
-                if (refused := await sync_to_async(refusal)(request)) is not None:
-                    return refused
-                try:
-                    return await view(request, *args, **kwargs)
-                except Http404 as missing:
-                    return error_response(str(missing) or "Not found.", status=404)
-
-            return async_wrapper
-
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs):
-            if (refused := refusal(request)) is not None:
-                return refused
+            if not request.user.is_authenticated:
+                return error_response(
+                    "Authentication required: log in or send 'Authorization: Bearer <token>'.", status=401
+                )
+            if request.method not in methods:
+                response = error_response(f"Method {request.method} not allowed.", status=405)
+                response["Allow"] = ", ".join(methods)
+                return response
             try:
                 return view(request, *args, **kwargs)
             except Http404 as missing:

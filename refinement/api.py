@@ -1,6 +1,5 @@
 """The refine API: submit a refinement of a run's version, read one. Errors are JSON naming the field."""
 
-from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, JsonResponse
 from django.urls import reverse
 
@@ -73,15 +72,14 @@ def upload_reference(request: HttpRequest) -> JsonResponse:
 
 
 @api_view("GET")
-async def image_text(request: HttpRequest, image_id) -> JsonResponse:
+def image_text(request: HttpRequest, image_id) -> JsonResponse:
     """`{"lines": [{"bbox", "text", "confidence"}]}`: the text OCR finds in one of the user's images.
 
-    OCR takes up to a second of CPU for a 1024² image: it runs in a thread of its own, so the
-    web process's other requests do not wait for it (and no diffusion job makes it wait).
+    OCR takes up to a second for a 1024² image, in Tesseract's own process; the request has a
+    thread of its own (imagegen.handlers), so the web process's other requests do not wait for it.
     """
-    image = await sync_to_async(imagegen_selectors.image_for_user)(user=request.user, image_id=image_id)
-    lines = await sync_to_async(selectors.image_text_lines, thread_sensitive=False)(image=image)
-    return JsonResponse({"lines": lines})
+    image = imagegen_selectors.image_for_user(user=request.user, image_id=image_id)
+    return JsonResponse({"lines": selectors.image_text_lines(image=image)})
 
 
 @api_view("GET")

@@ -2,7 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create
-from .images import image_open_rgb, image_store, image_thumbnail
+from .images import OutputImage, image_open_rgb, image_store, image_thumbnail
 from .jobs import (
     NOT_SAVED,
     QUEUE_UNAVAILABLE,
@@ -10,7 +10,6 @@ from .jobs import (
     WORKER_LOST,
     Heartbeat,
     JobOutcome,
-    OutputImage,
     job_cancel,
     job_claim,
     job_enqueue,

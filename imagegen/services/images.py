@@ -1,12 +1,27 @@
 """Stored images: writing them through Django's storage API and reading them back. Deleting an Image
 row deletes its files once committed (django-cleanup), whatever deleted it."""
 
+from dataclasses import dataclass
+
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image as PILImage
 
 from ..engine import encode_thumbnail
 from ..models import Image, Run
+
+
+@dataclass
+class OutputImage:
+    """An image made but not stored yet: its encoded data and what its row records."""
+
+    data: bytes
+    size: tuple[int, int]
+    kind: str
+    index: int = 0
+    # Set for a run's outputs, which belong to their run (see Image.run).
+    run: Run | None = None
+    format: str = "PNG"
 
 
 def image_store(
@@ -22,22 +37,28 @@ def image_store(
 ) -> Image:
     """Write the file, then its row; a row that cannot be stored takes its file with it."""
     stored_name = default_storage.save(name, ContentFile(data))
-    width, height = size
+    image = OutputImage(data=data, size=size, kind=kind, index=index, run=run, format=format)
     try:
-        return Image.objects.create(
-            owner=owner,
-            file=stored_name,
-            width=width,
-            height=height,
-            format=format,
-            sha256=Image.digest(data),
-            kind=kind,
-            run=run,
-            index=index,
-        )
+        return image_row_create(owner_id=owner.pk, name=stored_name, image=image)
     except BaseException:
         default_storage.delete(stored_name)
         raise
+
+
+def image_row_create(*, owner_id, name: str, image: OutputImage) -> Image:
+    """The row of an image whose file is stored under `name`."""
+    width, height = image.size
+    return Image.objects.create(
+        owner_id=owner_id,
+        file=name,
+        width=width,
+        height=height,
+        format=image.format,
+        sha256=Image.digest(image.data),
+        kind=image.kind,
+        run=image.run,
+        index=image.index,
+    )
 
 
 def image_thumbnail(*, image: Image) -> Image:

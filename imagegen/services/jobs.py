@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django import db
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -27,7 +28,8 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from .. import progress
 from ..engine import EngineError, GenerationCancelled, ModelLoadError
-from ..models import Image, Job, JobStatus, Run, job_models
+from ..models import Job, JobStatus, job_models
+from .images import OutputImage, image_row_create
 from .workers import MODEL_UNAVAILABLE, model_load_failure_record
 
 logger = logging.getLogger("imagegen.services")
@@ -43,16 +45,8 @@ UNEXPECTED_FAILURE = (
 NOT_SAVED = "The images could not be saved: {reason}. Try again; if it keeps failing, tell an administrator."
 
 
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    """What a storage raises when it cannot write: the disk's OSError, and S3's botocore errors."""
-    try:
-        from botocore.exceptions import BotoCoreError, ClientError
-    except ImportError:  # no S3 support installed
-        return (OSError,)
-    return (OSError, BotoCoreError, ClientError)
-
-
-STORAGE_ERRORS = _storage_errors()
+# What a storage raises when it cannot write: the disk's OSError, and S3's botocore errors.
+STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
 
 
 class StorageFailedError(Exception):
@@ -61,19 +55,6 @@ class StorageFailedError(Exception):
 
 class AttemptSupersededError(Exception):
     """The job is no longer this attempt's (it was cancelled, or requeued to another attempt)."""
-
-
-@dataclass
-class OutputImage:
-    """One image a job made, not stored yet: the lifecycle stores it as the job succeeds."""
-
-    data: bytes
-    size: tuple[int, int]
-    kind: str
-    index: int = 0
-    # Set for a run's outputs, which belong to their run (see Image.run).
-    run: Run | None = None
-    format: str = "PNG"
 
 
 @dataclass
@@ -187,17 +168,7 @@ def job_finish(*, job: Job, outcome: JobOutcome) -> None:
     try:
         with transaction.atomic():
             images = [
-                Image.objects.create(
-                    owner_id=job.owner_id,
-                    file=name,
-                    width=output.size[0],
-                    height=output.size[1],
-                    format=output.format,
-                    sha256=Image.digest(output.data),
-                    kind=output.kind,
-                    run=output.run,
-                    index=output.index,
-                )
+                image_row_create(owner_id=job.owner_id, name=name, image=output)
                 for name, output in zip(names, outcome.images, strict=True)
             ]
             finished = (
@@ -258,6 +229,8 @@ def _delete_files(names: list[str]) -> None:
 
 def _delete_leftovers(job: Job, *, keep: list[str]) -> None:
     """Delete files under the job's output prefix that are not the given ones (an earlier attempt's)."""
+    if job.attempts < 2:  # a first attempt has no earlier one's files to tidy: no listing
+        return
     folder = job.output_prefix.rpartition("/")[0]
     try:
         _, files = default_storage.listdir(folder)

@@ -12,8 +12,8 @@ from django.utils import timezone
 from ..engine import DEFAULT_SCHEDULER, GenerationRequest, effective_steps, encode_png, random_seed
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
-from .images import image_open_rgb, image_store
-from .jobs import JobOutcome, OutputImage, job_cancel, job_enqueue, job_execute
+from .images import OutputImage, image_open_rgb, image_store
+from .jobs import JobOutcome, job_cancel, job_enqueue, job_execute
 from .quota import quota_claim
 from .workers import current_engine
 

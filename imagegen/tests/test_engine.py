@@ -140,9 +140,7 @@ def test_jobs_from_any_thread_sample_on_one_torch_thread_and_report_on_the_calle
 
     def job() -> None:
         caller = threading.current_thread().name
-        engine.generate(
-            small(steps=2), on_step=lambda *_: reported.append((caller, threading.current_thread().name))
-        )
+        engine.generate(small(steps=2), on_step=lambda *_: reported.append((caller, threading.current_thread().name)))
 
     try:
         job()

@@ -212,7 +212,6 @@ class Command(BaseCommand):
         write_output(self.current_run, output=output, job_key=job_key)
         return True
 
-
     def submit_when_allowed(self, *, owner, batch: BatchSettings, init_upload) -> Run:
         """The run, submitted as soon as the owner's fair-use limits allow: the batch counts like any
         other submission (it holds one slot at a time), and waits while the owner's jobs fill every
