@@ -23,7 +23,7 @@ class Image(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="images")
     file = models.FileField(upload_to="images/%Y/%m/", max_length=255)
-    # A small WebP for cards and lists, made on first request (services.image_thumbnail); empty until then.
+    # A small WebP for cards and lists, made on first request (services.image_thumbnail_open); empty until then.
     thumbnail = models.FileField(upload_to="thumbnails/", max_length=255, blank=True)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()

@@ -202,12 +202,10 @@ def image_thumbnail(request: HttpRequest, image_id) -> FileResponse:
 def thumbnail_response(image) -> FileResponse:
     """The image's thumbnail (made now if it has none yet), which browsers may keep for good."""
     try:
-        image = services.image_thumbnail(image=image)
-    except FileNotFoundError:
+        thumbnail = services.image_thumbnail_open(image=image)
+    except FileNotFoundError:  # the image's own file is gone, so no thumbnail can be made
         raise StoredFileMissing(image) from None
-    return stored_file_response(
-        image.thumbnail.open("rb"), name=image.thumbnail.name, max_age=THUMBNAIL_MAX_AGE, immutable=True
-    )
+    return stored_file_response(thumbnail, name=thumbnail.name, max_age=THUMBNAIL_MAX_AGE, immutable=True)
 
 
 def stored_file_response(opened, *, name: str, max_age: int, immutable: bool = False, **options) -> FileResponse:

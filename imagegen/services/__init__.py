@@ -2,7 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create
-from .images import OutputImage, image_open_rgb, image_store, image_thumbnail
+from .images import OutputImage, image_open_rgb, image_store, image_thumbnail_open
 from .jobs import (
     NOT_SAVED,
     QUEUE_UNAVAILABLE,
@@ -49,7 +49,7 @@ __all__ = [
     "engine_warm_up",
     "image_open_rgb",
     "image_store",
-    "image_thumbnail",
+    "image_thumbnail_open",
     "job_cancel",
     "job_claim",
     "job_enqueue",

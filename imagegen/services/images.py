@@ -61,8 +61,8 @@ def image_row_create(*, owner_id, name: str, image: OutputImage) -> Image:
     )
 
 
-def image_thumbnail(*, image: Image) -> Image:
-    """The image with its thumbnail, made and stored the first time it is asked for.
+def image_thumbnail_open(*, image: Image):
+    """The image's thumbnail, open for reading: made and stored the first time it is asked for.
 
     Made here, on the first request, rather than when the image is stored: every image then has
     one (those stored before thumbnails existed, uploads, versions, references) without a
@@ -70,11 +70,11 @@ def image_thumbnail(*, image: Image) -> Image:
     both encode, but the conditional update keeps one file and the other is deleted at once.
     """
     if image.thumbnail:
-        if image.thumbnail.storage.exists(image.thumbnail.name):
-            return image
-        # Its file went missing (media moved without thumbnails/): make it again.
-        Image.objects.filter(pk=image.pk, thumbnail=image.thumbnail.name).update(thumbnail="")
-        image.thumbnail.name = ""
+        try:
+            return image.thumbnail.open("rb")
+        except FileNotFoundError:  # media moved without thumbnails/: make it again
+            Image.objects.filter(pk=image.pk, thumbnail=image.thumbnail.name).update(thumbnail="")
+            image.thumbnail.name = ""
     with image.file.open("rb") as file:
         data = encode_thumbnail(file)
     name = default_storage.save(f"thumbnails/{image.pk}.webp", ContentFile(data))
@@ -83,7 +83,7 @@ def image_thumbnail(*, image: Image) -> Image:
     else:
         default_storage.delete(name)
         image.refresh_from_db(fields=["thumbnail"])
-    return image
+    return image.thumbnail.open("rb")
 
 
 def image_open_rgb(image: Image) -> PILImage.Image:
