@@ -4,6 +4,7 @@ record operators read when it cannot be loaded, and the beat that tells the heal
 import json
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.utils import timezone
@@ -83,9 +84,9 @@ def worker_beat_start(worker: str) -> threading.Thread:
                 liveness.record_worker_beat(client, worker)
             except (RedisError, OSError) as error:
                 logger.warning("Worker %s could not record its beat in Redis: %s", worker, error)
-            stopped.wait(settings.IMAGEGEN_HEARTBEAT_INTERVAL)
+            time.sleep(settings.IMAGEGEN_HEARTBEAT_INTERVAL)
 
-    stopped = threading.Event()  # never set: the thread ends with the process (daemon)
+    # A daemon: it ends with the process.
     thread = threading.Thread(target=beat, name="worker-beat", daemon=True)
     thread.start()
     return thread
