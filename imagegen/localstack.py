@@ -115,20 +115,21 @@ class Stack:
         process.kill()
         process.wait(timeout=10)
 
-    def start(self, name: str, command: list[str]) -> subprocess.Popen:
+    def start(self, name: str, command: list[str], **env: str) -> subprocess.Popen:
+        """Start a process of the stack, with the stack's environment and `env` over it."""
         with open(self.folder / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+                command, cwd=ROOT, env=self.env | env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
             )
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str = "worker1") -> None:
-        """Start a worker and wait until it answers a ping (through this process's current broker,
-        which the callers point at this stack's Redis)."""
+    def start_worker(self, name: str = "worker1", **env: str) -> None:
+        """Start a worker (its settings in `env` over the stack's) and wait until it answers a ping
+        (through this process's current broker, which the callers point at this stack's Redis)."""
         command = [sys.executable, "-m", "celery", "-A", "imagegen", "worker", "--pool=threads", "--concurrency=1"]
         command += ["-Q", "gpu,light", "-l", "INFO", "-n", f"{name}@%h", "--without-gossip", "--without-mingle"]
-        self.start(name, command)
+        self.start(name, command, **env)
         wait_until(
             lambda: self.worker_answers(name),
             timeout=60,

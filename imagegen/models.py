@@ -89,6 +89,8 @@ class Job(models.Model):
     cancel_url_name: ClassVar[str]
     # The template partial that renders the live parts (what the WebSocket and polling send).
     live_template: ClassVar[str] = "partials/job.html#job-live"
+    # Jobs of this kind equal in these fields can share one pipeline call (a batch); none: never.
+    batch_fields: ClassVar[tuple[str, ...]] = ()
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
@@ -161,6 +163,8 @@ class Run(Job):
     dom_prefix = "run"
     live_url_name = "imagegen:run_live"
     cancel_url_name = "imagegen:run_cancel"
+    # The same model, pipeline (and strength), size, steps, sampler and guidance; prompts and seeds may differ.
+    batch_fields = ("model", "generation_type", "strength", "width", "height", "steps", "scheduler", "guidance_scale")
 
     class GenerationType(models.TextChoices):
         TEXT_TO_IMAGE = "text_to_image", "Text to image"

@@ -280,7 +280,11 @@ if IMAGEGEN_IP_ADAPTER_SCALE < 0:
 # Workers lower their CPU priority by this much (0: not at all), so pages stay quick on a
 # machine where a worker computes on the CPU beside the web server.
 IMAGEGEN_WORKER_NICE = int(os.environ.get("IMAGEGEN_WORKER_NICE", "10"))
-# Every Nth step the worker sends a small preview image with its progress event (0: never).
+# Compatible queued jobs (same model, pipeline and strength, size, steps, sampler and guidance) a
+# worker makes in one pipeline call; 0 or unset: 8 on a CUDA GPU, 1 (no batching) elsewhere.
+IMAGEGEN_MAX_BATCH = int(os.environ.get("IMAGEGEN_MAX_BATCH") or "0")
+# Every Nth step the worker sends a small preview image with its progress event (0: never), at
+# most as often as progress is pushed.
 IMAGEGEN_PREVIEW_EVERY = int(os.environ.get("IMAGEGEN_PREVIEW_EVERY", "5"))
 
 LOGGING = {

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +92,14 @@ class GenerationResult:
     images: list[Image.Image]
     seed: int
     total_steps: int
-    parameters: str
+    parameters: str  # the first image's; image_parameters has each image's (each has its own seed)
     seconds: float
     model: str  # the name of the model that made them (an inpainting checkpoint's, for a masked job)
     sampler: str  # its label, as parameters print it
     # How the job followed its reference image, for parameters to print: "" (no reference),
     # "reference-only 0.5" (the request's weight) or "IP-Adapter 0.6" (the engine's scale).
     reference: str = ""
+    image_parameters: list[str] = field(default_factory=list)
 
 
 def model_load_count() -> int:
@@ -106,7 +107,7 @@ def model_load_count() -> int:
     return _load_count
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
     if device != "auto":
         return device
     if torch.cuda.is_available():
@@ -145,7 +146,7 @@ class Engine:
     ) -> None:
         self.model = model
         self.cache_dir = Path(cache_dir)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.is_tiny = model == "tiny"
         self.model_name = _model_name(model)
@@ -270,28 +271,54 @@ class Engine:
     def generate(
         self, request: GenerationRequest, *, on_step: StepCallback | None = None, preview_every: int = 0
     ) -> GenerationResult:
-        """Run one job; on_step(step, total, preview) may raise GenerationCancelled to stop it.
+        """Run one job; on_step(step, total, preview) may raise GenerationCancelled to stop it."""
+        (result,) = self.generate_batch([request], on_steps=[on_step], preview_every=preview_every)
+        if result is None:
+            raise GenerationCancelled("Cancelled.")
+        return result
 
-        The job runs on the torch thread; on_step runs on the caller's thread (its database
-        connections are that thread's), between two steps exactly as if it were called inline.
+    def generate_batch(
+        self,
+        requests: list[GenerationRequest],
+        *,
+        on_steps: list[StepCallback | None] | None = None,
+        preview_every: int = 0,
+    ) -> list[GenerationResult | None]:
+        """Run several jobs that can share one pipeline call (see `batch_key`) as one call.
+
+        Each image has a generator of its own, seeded with its request's seed plus its place in
+        the request's batch, so every job's images are those it makes alone. Each request has
+        its own step callback; one that raises GenerationCancelled drops its job, whose result is
+        None (its images are discarded; the others' go on), and once every job is dropped the
+        call stops. The call runs on the torch thread; the callbacks run on the caller's thread
+        (their database connections are that thread's), between two steps exactly as if inline.
         """
-        if on_step is None or _on_the_torch_thread_now():
-            return on_torch_thread(self._generate, request, on_step, preview_every)
+        keys = [batch_key(request) for request in requests]
+        if len(requests) > 1 and (None in keys or len(set(keys)) > 1):
+            raise ValueError("These requests cannot share one pipeline call.")
+        callbacks = list(on_steps) if on_steps is not None else [None] * len(requests)
+        if all(callback is None for callback in callbacks) or _on_the_torch_thread_now():
+            return on_torch_thread(self._generate, requests, callbacks, preview_every)
         calls: queue.SimpleQueue = queue.SimpleQueue()
         verdicts: queue.SimpleQueue = queue.SimpleQueue()
 
-        def relay(step: int, total: int, preview: Image.Image | None) -> None:
-            # On the torch thread: hand the step to the caller and wait until it has dealt with it.
-            calls.put((step, total, preview))
-            error = verdicts.get()
-            if error is not None:
-                raise error
+        def relay(index: int) -> StepCallback:
+            def on_step(step: int, total: int, preview: Image.Image | None) -> None:
+                # On the torch thread: hand the step to the caller and wait until it has dealt with it.
+                calls.put((callbacks[index], step, total, preview))
+                error = verdicts.get()
+                if error is not None:
+                    raise error
 
-        job = _torch_thread.submit(self._generate, request, relay, preview_every)
+            return on_step
+
+        relays = [relay(index) if callback else None for index, callback in enumerate(callbacks)]
+        job = _torch_thread.submit(self._generate, requests, relays, preview_every)
         job.add_done_callback(lambda _: calls.put(None))
         while (call := calls.get()) is not None:
+            callback, *arguments = call
             try:
-                on_step(*call)
+                callback(*arguments)
             except BaseException as error:
                 verdicts.put(error)
             else:
@@ -299,14 +326,18 @@ class Engine:
         return job.result()
 
     def _generate(
-        self, request: GenerationRequest, on_step: StepCallback | None, preview_every: int
-    ) -> GenerationResult:
-        img2img = request.init_image is not None
-        inpaint = request.mask_image is not None
-        total = effective_steps(request.steps, request.strength if img2img else None)
-        width, height = request.init_image.size if img2img else (request.width, request.height)
-        sampler, scheduler_cls = SCHEDULERS[request.scheduler]
-        cancelled: list[GenerationCancelled] = []
+        self, requests: list[GenerationRequest], on_steps: list[StepCallback | None], preview_every: int
+    ) -> list[GenerationResult | None]:
+        first = requests[0]  # the requests agree on everything batch_key names
+        img2img = first.init_image is not None
+        inpaint = first.mask_image is not None
+        total = effective_steps(first.steps, first.strength if img2img else None)
+        width, height = first.init_image.size if img2img else (first.width, first.height)
+        sampler, scheduler_cls = SCHEDULERS[first.scheduler]
+        # Where each request's images lie in the batch.
+        offsets = [sum(request.batch_size for request in requests[:index]) for index in range(len(requests))]
+        dropped: set[int] = set()
+        previews = PreviewPacer(preview_every)
         step = 0
 
         def callback(pipe: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
@@ -316,52 +347,62 @@ class Engine:
             if step == total:
                 return tensors
             step += 1
-            preview = latents_to_preview(tensors["latents"]) if preview_every and step % preview_every == 0 else None
-            try:
-                on_step(step, total, preview)
-            except GenerationCancelled as exc:
+            due = previews.due(step)
+            for job, on_step in enumerate(on_steps):
+                if on_step is None or job in dropped:
+                    continue
+                preview = latents_to_preview(tensors["latents"], index=offsets[job]) if due else None
+                try:
+                    on_step(step, total, preview)
+                except GenerationCancelled:
+                    dropped.add(job)
+            if len(dropped) == len(requests):
                 # Interrupting lets the pipeline wind down cleanly; raising here would skip its cleanup.
-                cancelled.append(exc)
                 pipe._interrupt = True
             return tensors
+
+        def each(value: Callable[[GenerationRequest], Any]) -> list[Any]:
+            """One value per image of the batch: each request's, repeated over its images."""
+            return [value(request) for request in requests for _ in range(request.batch_size)]
 
         if img2img:
             pipe = self.inpaint_pipeline if inpaint else self.img2img_pipeline
             # diffusers runs int(steps * strength) steps and fails on 0; any strength in
             # [1/steps, 2/steps) gives exactly one step at the lowest noise level, and the
             # midpoint is safe from float rounding.
-            strength = request.strength if int(request.steps * request.strength) else min(1.0, 1.5 / request.steps)
-            inputs = {"image": _pixels(request.init_image, "RGB"), "strength": strength}
+            strength = first.strength if int(first.steps * first.strength) else min(1.0, 1.5 / first.steps)
+            image = torch.cat(each(lambda request: _pixels(request.init_image, "RGB")))
+            inputs = {"image": image, "strength": strength}
             if inpaint:
-                inputs |= {"mask_image": _pixels(request.mask_image, "L"), "width": width, "height": height}
+                inputs |= {"mask_image": _pixels(first.mask_image, "L"), "width": width, "height": height}
                 if pipe.unet.config.in_channels == 4:
                     # Only a UNet that takes the masked image (an inpainting checkpoint's) needs it
                     # encoded: giving the pipeline latents instead spares a VAE encode.
                     latent_size = (height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
-                    inputs["masked_image_latents"] = torch.zeros(1, 4, *latent_size, dtype=self.dtype)
+                    inputs["masked_image_latents"] = torch.zeros(len(image), 4, *latent_size, dtype=self.dtype)
         else:
             pipe = self.pipeline
             inputs = {"width": width, "height": height}
-        conditioning, conditioning_inputs, reference = self._conditioning(pipe, request)
+        conditioning, conditioning_inputs, reference = self._conditioning(pipe, first)
 
+        # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
+        generator_device = self.device if self.device.startswith("cuda") else "cpu"
+        seeds = [request.seed + place for request in requests for place in range(request.batch_size)]
+        generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
         with self._lock:
             started = time.perf_counter()
             pipe.scheduler = scheduler_cls.from_config(
-                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(request.scheduler, {})
+                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(first.scheduler, {})
             )
-            # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
-            generator_device = self.device if self.device.startswith("cuda") else "cpu"
-            generator = torch.Generator(device=generator_device).manual_seed(request.seed)
             try:
                 with torch.inference_mode(), conditioning:
                     output = pipe(
-                        prompt=request.prompt,
-                        negative_prompt=request.negative_prompt,
-                        num_inference_steps=request.steps,
-                        guidance_scale=request.guidance_scale,
-                        num_images_per_prompt=request.batch_size,
-                        generator=generator,
-                        callback_on_step_end=callback if on_step else None,
+                        prompt=each(lambda request: request.prompt),
+                        negative_prompt=each(lambda request: request.negative_prompt),
+                        num_inference_steps=first.steps,
+                        guidance_scale=first.guidance_scale,
+                        generator=generators,
+                        callback_on_step_end=callback if any(on_steps) else None,
                         callback_on_step_end_tensor_inputs=["latents"] if preview_every > 0 else [],
                         **inputs,
                         **conditioning_inputs,
@@ -376,34 +417,76 @@ class Engine:
                     ) from exc
                 raise
             seconds = time.perf_counter() - started
-        if cancelled:
-            raise cancelled[0]
 
         # The size actually produced: the pipelines round sides down to a multiple of 8.
         width, height = output.images[0].size
         model = _model_name(self.inpaint_model) if inpaint and self.inpaint_model else self.model_name
-        parameters = format_parameters(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps,
-            sampler=sampler,
-            guidance_scale=request.guidance_scale,
-            seed=request.seed,
-            width=width,
-            height=height,
-            model=model,
-            strength=request.strength if img2img else None,
-        )
-        return GenerationResult(
-            images=output.images,
-            seed=request.seed,
-            total_steps=total,
-            parameters=parameters,
-            seconds=seconds,
-            model=model,
-            sampler=sampler,
-            reference=reference,
-        )
+        results: list[GenerationResult | None] = []
+        for job, request in enumerate(requests):
+            if job in dropped:
+                results.append(None)
+                continue
+            image_parameters = [
+                format_parameters(
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt,
+                    steps=request.steps,
+                    sampler=sampler,
+                    guidance_scale=request.guidance_scale,
+                    seed=request.seed + place,
+                    width=width,
+                    height=height,
+                    model=model,
+                    strength=request.strength if img2img else None,
+                )
+                for place in range(request.batch_size)
+            ]
+            results.append(
+                GenerationResult(
+                    images=output.images[offsets[job] : offsets[job] + request.batch_size],
+                    seed=request.seed,
+                    total_steps=total,
+                    parameters=image_parameters[0],
+                    image_parameters=image_parameters,
+                    seconds=seconds,
+                    model=model,
+                    sampler=sampler,
+                    reference=reference,
+                )
+            )
+        return results
+
+
+def batch_key(request: GenerationRequest) -> tuple | None:
+    """What requests must agree on to share one pipeline call; None for one that cannot share
+    (a mask or a reference image conditions the whole call)."""
+    if request.mask_image is not None or request.reference_image is not None:
+        return None
+    size = request.init_image.size if request.init_image is not None else (request.width, request.height)
+    pipeline = "text-to-image" if request.init_image is None else "image-to-image"
+    return (pipeline, request.strength, size, request.steps, request.scheduler, request.guidance_scale)
+
+
+class PreviewPacer:
+    """Says at which steps to make a preview: every `every` steps, and no more often than the
+    progress pushes that carry them (progress.PUSH_INTERVAL), since a preview made in between
+    would be replaced before anyone saw it; on a fast GPU that is most of them."""
+
+    MIN_SECONDS = 0.1
+
+    def __init__(self, every: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self.last = float("-inf")
+
+    def due(self, step: int) -> bool:
+        if not self.every or step % self.every:
+            return False
+        now = self.clock()
+        if now - self.last < self.MIN_SECONDS:
+            return False
+        self.last = now
+        return True
 
 
 def _pixels(image: Image.Image, mode: str) -> torch.Tensor:

@@ -17,10 +17,18 @@ LATENT_RGB_FACTORS = torch.tensor(
 PREVIEW_MAX_SIDE = 128
 
 
-def latents_to_preview(latents: torch.Tensor) -> Image.Image:
-    """Return an RGB preview, at most PREVIEW_MAX_SIDE px on the long side, of the first latent in a batch."""
-    rgb = torch.einsum("chw,cr->hwr", latents[0].float().cpu(), LATENT_RGB_FACTORS)
-    pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
-    image = Image.fromarray(pixels)
-    image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-    return image
+def latents_to_preview(latents: torch.Tensor, *, index: int = 0) -> Image.Image:
+    """Return an RGB preview, at most PREVIEW_MAX_SIDE px on the long side, of one latent in a batch.
+
+    Computed where the latents are (the GPU) down to the bytes of the small picture, so only those
+    cross to the CPU: copying the whole latent first and converting it there made each preview
+    wait for more than it needs.
+    """
+    latent = latents[index].float()
+    rgb = torch.einsum("chw,cr->rhw", latent, LATENT_RGB_FACTORS.to(latent.device))
+    scale = PREVIEW_MAX_SIDE / max(rgb.shape[1:])
+    if scale < 1:
+        size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[2] * scale)))
+        rgb = torch.nn.functional.interpolate(rgb[None], size=size, mode="area")[0]
+    pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels)

@@ -12,11 +12,13 @@ from .jobs import (
     JobOutcome,
     job_cancel,
     job_claim,
+    job_claim_companions,
     job_enqueue,
     job_execute,
     job_fail,
     job_finish,
     job_perform,
+    jobs_perform,
     jobs_recover,
 )
 from .quota import QuotaExceededError, daily_quota, quota_claim
@@ -28,8 +30,16 @@ from .runs import (
     run_import,
     run_perform,
     run_variation_create,
+    runs_perform,
 )
-from .workers import MODEL_UNAVAILABLE, current_engine, engine_warm_up, model_load_failures, worker_beat_start
+from .workers import (
+    MODEL_UNAVAILABLE,
+    batch_limit,
+    current_engine,
+    engine_warm_up,
+    model_load_failures,
+    worker_beat_start,
+)
 
 __all__ = [
     "MODEL_UNAVAILABLE",
@@ -44,6 +54,7 @@ __all__ = [
     "QuotaExceededError",
     "api_token_create",
     "api_tokens_revoke",
+    "batch_limit",
     "current_engine",
     "daily_quota",
     "engine_warm_up",
@@ -52,11 +63,13 @@ __all__ = [
     "image_thumbnail_open",
     "job_cancel",
     "job_claim",
+    "job_claim_companions",
     "job_enqueue",
     "job_execute",
     "job_fail",
     "job_finish",
     "job_perform",
+    "jobs_perform",
     "jobs_recover",
     "local_admin_create",
     "model_load_failures",
@@ -67,5 +80,6 @@ __all__ = [
     "run_import",
     "run_perform",
     "run_variation_create",
+    "runs_perform",
     "worker_beat_start",
 ]

@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -67,6 +68,11 @@ class JobOutcome:
 
 # Does a claimed job's work on the worker: given the job and its step callback, returns the outcome.
 Perform = Callable[[Any, progress.ProgressReporter], JobOutcome]
+# Does the work of several claimed jobs of one kind in one go (those Job.batch_fields allow to
+# share a pipeline call): given the jobs and a step callback each, returns each job's outcome, or
+# the exception that ended that job alone (GenerationCancelled for one its user cancelled). An
+# exception it raises ends them all.
+PerformBatch = Callable[[list[Any], list[progress.ProgressReporter]], list[JobOutcome | Exception]]
 
 
 def job_enqueue(*, job: Job) -> None:
@@ -107,39 +113,97 @@ def job_claim(*, model: type[Job], job_id, worker: str) -> Job | None:
     return model.objects.get(pk=job_id) if claimed else None
 
 
-def job_execute(*, model: type[Job], job_id, worker: str, perform: Perform) -> None:
-    """Claim the job, do its work with `perform`, store the outcome and report every change of state."""
+def job_execute(
+    *, model: type[Job], job_id, worker: str, perform: Perform | None = None, perform_batch: PerformBatch | None = None
+) -> None:
+    """Claim the job, do its work, store the outcome and report every change of state.
+
+    A kind that can batch (`perform_batch`) also claims up to batch_limit() − 1 compatible jobs
+    already waiting in the queue and does them all in one go; it never waits for more to arrive,
+    so a lone job starts as soon as it would alone. Their own messages, delivered later, find
+    them claimed and do nothing. A kind that cannot gives `perform`, which does one job.
+    """
     job = job_claim(model=model, job_id=job_id, worker=worker)
     if job is None:
         logger.info("%s %s is not queued any more; nothing to do", model._meta.verbose_name.capitalize(), job_id)
         return
-    job_perform(job=job, perform=perform)
+    if perform_batch is None:
+        job_perform(job=job, perform=perform)
+        return
+    from .workers import batch_limit
+
+    jobs = [job, *job_claim_companions(job=job, limit=batch_limit() - 1)]
+    if len(jobs) > 1:
+        logger.info("%s %s runs in a batch of %s", model._meta.verbose_name.capitalize(), job_id, len(jobs))
+    jobs_perform(jobs=jobs, perform_batch=perform_batch)
+
+
+def job_claim_companions(*, job: Job, limit: int) -> list[Job]:
+    """Claim for the job's worker up to `limit` other queued jobs of its kind that can share its
+    pipeline call (equal in every one of Job.batch_fields), oldest first, each with the same
+    conditional update as any claim: a job another worker takes meanwhile is simply skipped."""
+    model = type(job)
+    if limit < 1 or not model.batch_fields:
+        return []
+    alike = {name: getattr(job, name) for name in model.batch_fields}
+    waiting = (
+        model.objects.filter(status=JobStatus.QUEUED, **alike)
+        .exclude(pk=job.pk)
+        .order_by("queued_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    claimed = (job_claim(model=model, job_id=pk, worker=job.worker) for pk in waiting)
+    return [companion for companion in claimed if companion is not None]
 
 
 def job_perform(*, job: Job, perform: Perform) -> None:
     """Do a claimed job's work and store its outcome, or fail it with a message a user can read."""
+    jobs_perform(jobs=[job], perform_batch=lambda jobs, on_steps: [perform(jobs[0], on_steps[0])])
+
+
+def jobs_perform(*, jobs: list[Job], perform_batch: PerformBatch) -> None:
+    """Do claimed jobs' work in one go and store each one's outcome, or fail it with a message a
+    user can read. Each job keeps a life of its own: its progress, heartbeat, cancel, and its
+    own finish or failure."""
+    for job in jobs:
+        progress.publish_status(job)
+    with ExitStack() as beating:
+        for job in jobs:
+            beating.enter_context(Heartbeat(job))
+        try:
+            outcomes = perform_batch(jobs, [progress.ProgressReporter(job) for job in jobs])
+        except Exception as error:
+            for job in jobs:
+                _job_settle(job, error)
+            return
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                job_finish(job=job, outcome=outcome)
+            except Exception as error:
+                _job_settle(job, error)
+
+
+def _job_settle(job: Job, error: Exception) -> None:
+    """What a job's end by an exception means: nothing more for a cancel or a superseded attempt,
+    otherwise a failure with a message a user can read."""
     name = f"{type(job)._meta.verbose_name.capitalize()} {job.pk}"
-    progress.publish_status(job)
-    try:
-        with Heartbeat(job):
-            job_finish(job=job, outcome=perform(job, progress.ProgressReporter(job)))
-    except GenerationCancelled:
+    if isinstance(error, GenerationCancelled):
         logger.info("%s was cancelled while running", name)
-    except AttemptSupersededError:
+    elif isinstance(error, AttemptSupersededError):
         logger.warning(
             "%s: attempt %s was cancelled or given to another attempt; its images are discarded", name, job.attempts
         )
-    except ModelLoadError as error:
+    elif isinstance(error, ModelLoadError):
         # The details (paths, the loader's words) are for operators; users read a short message.
         logger.error("%s failed: %s", name, error)
         model_load_failure_record(worker=job.worker, detail=str(error))
         job_fail(job=job, error=MODEL_UNAVAILABLE)
-    except EngineError as error:
+    elif isinstance(error, EngineError | StorageFailedError):
         job_fail(job=job, error=str(error))
-    except StorageFailedError as error:
-        job_fail(job=job, error=str(error))
-    except Exception as error:
-        logger.exception("%s failed", name)
+    else:
+        logger.error("%s failed", name, exc_info=error)
         job_fail(job=job, error=UNEXPECTED_FAILURE.format(error=type(error).__name__))
 
 

@@ -9,7 +9,14 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from ..engine import DEFAULT_SCHEDULER, GenerationRequest, effective_steps, encode_png, random_seed
+from ..engine import (
+    DEFAULT_SCHEDULER,
+    GenerationCancelled,
+    GenerationRequest,
+    effective_steps,
+    encode_png,
+    random_seed,
+)
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
 from .images import OutputImage, image_open_rgb, image_store
@@ -19,6 +26,8 @@ from .workers import current_engine
 
 if TYPE_CHECKING:
     from img2img.uploads import NormalisedImage
+
+    from ..engine import GenerationResult
 
 
 class NothingToVaryError(ValueError):
@@ -175,13 +184,45 @@ def run_delete(*, run: Run) -> None:
 
 
 def run_execute(*, run_id, worker: str = "") -> None:
-    """Claim the run, generate its images, store them and report every change of state."""
-    job_execute(model=Run, job_id=run_id, worker=worker, perform=run_perform)
+    """Claim the run (and compatible queued runs to make in the same call), generate their images,
+    store them and report every change of state."""
+    job_execute(model=Run, job_id=run_id, worker=worker, perform_batch=runs_perform)
 
 
 def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
-    """Generate the run's images on this worker's engine; the lifecycle stores them as its outputs."""
-    request = GenerationRequest(
+    """Generate one run's images on this worker's engine; the lifecycle stores them as its outputs."""
+    (outcome,) = runs_perform([run], [on_step])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def runs_perform(runs: list[Run], on_steps: list[ProgressReporter]) -> list[JobOutcome | Exception]:
+    """Generate the images of runs that can share a pipeline call (Run.batch_fields) in one call,
+    each from its own seeds. A run whose request cannot be made (its init image is gone) fails
+    alone, and one its user cancels meanwhile ends with GenerationCancelled; the others go on."""
+    outcomes: list[JobOutcome | Exception] = [GenerationCancelled("Cancelled.")] * len(runs)
+    ready: list[tuple[int, GenerationRequest]] = []
+    for index, run in enumerate(runs):
+        try:
+            ready.append((index, _generation_request(run)))
+        except Exception as error:
+            outcomes[index] = error
+    if ready:
+        engine = current_engine()
+        results = engine.generate_batch(
+            [request for _, request in ready],
+            on_steps=[on_steps[index] for index, _ in ready],
+            preview_every=settings.IMAGEGEN_PREVIEW_EVERY,
+        )
+        for (index, _), result in zip(ready, results, strict=True):
+            if result is not None:
+                outcomes[index] = _outcome(runs[index], result, model=engine.model_name)
+    return outcomes
+
+
+def _generation_request(run: Run) -> GenerationRequest:
+    return GenerationRequest(
         init_image=image_open_rgb(run.init_image) if run.init_image else None,
         strength=run.strength_float,
         prompt=run.prompt,
@@ -194,12 +235,11 @@ def run_perform(run: Run, on_step: ProgressReporter) -> JobOutcome:
         scheduler=run.scheduler,
         batch_size=run.batch_size,
     )
-    engine = current_engine()
-    result = engine.generate(request, on_step=on_step, preview_every=settings.IMAGEGEN_PREVIEW_EVERY)
+
+
+def _outcome(run: Run, result: "GenerationResult", *, model: str) -> JobOutcome:
     images = [
-        OutputImage(
-            data=encode_png(image, result.parameters), size=image.size, kind=Image.Kind.OUTPUT, index=index, run=run
-        )
-        for index, image in enumerate(result.images)
+        OutputImage(data=encode_png(image, parameters), size=image.size, kind=Image.Kind.OUTPUT, index=index, run=run)
+        for index, (image, parameters) in enumerate(zip(result.images, result.image_parameters, strict=True))
     ]
-    return JobOutcome(images=images, fields={"model": engine.model_name})
+    return JobOutcome(images=images, fields={"model": model})

@@ -37,6 +37,17 @@ def current_engine():
     )
 
 
+def batch_limit() -> int:
+    """How many compatible queued jobs this worker makes in one pipeline call: IMAGEGEN_MAX_BATCH,
+    or by default 8 on a CUDA GPU and 1 elsewhere (on a CPU a batch takes as long as its jobs one
+    after another: see README, Performance)."""
+    from ..engine.pipelines import resolve_device
+
+    if settings.IMAGEGEN_MAX_BATCH:
+        return settings.IMAGEGEN_MAX_BATCH
+    return 8 if resolve_device(settings.IMAGEGEN_DEVICE).startswith("cuda") else 1
+
+
 def engine_warm_up(*, worker: str = "") -> None:
     """Load the model and run one tiny generation before the first job arrives.
 
