@@ -35,6 +35,22 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def parse_sizes(name: str, value: str) -> list[tuple[int, int]]:
+    """Sizes written "512x512,768x512" (width x height, each a multiple of 8) as (width, height) pairs."""
+    sizes = []
+    for size in value.replace(" ", "").split(","):
+        width, _, height = size.lower().partition("x")
+        if not (
+            width.isdigit()
+            and height.isdigit()
+            and int(width) % 8 == 0 == int(height) % 8
+            and int(width) > 0 < int(height)
+        ):
+            raise ImproperlyConfigured(f"{name} must list sizes such as 512x512 (multiples of 8), not {value!r}.")
+        sizes.append((int(width), int(height)))
+    return sizes
+
+
 def local_secret_key() -> str:
     """A key generated on first use and kept in var/, so sessions survive restarts."""
     path = VAR_DIR / "secret_key"
@@ -280,6 +296,13 @@ if IMAGEGEN_IP_ADAPTER_SCALE < 0:
 # Workers lower their CPU priority by this much (0: not at all), so pages stay quick on a
 # machine where a worker computes on the CPU beside the web server.
 IMAGEGEN_WORKER_NICE = int(os.environ.get("IMAGEGEN_WORKER_NICE", "10"))
+# Compiled mode: at start each worker compiles its UNet (torch.compile, channels_last, fused QKV)
+# and warms it up at each of IMAGEGEN_WARM_SIZES, so no job pays the compile. "auto": on with a
+# CUDA GPU (about 5× the steps a second of eager on an H100), off elsewhere; "on" or "off" to choose.
+IMAGEGEN_COMPILE = os.environ.get("IMAGEGEN_COMPILE", "auto")
+if IMAGEGEN_COMPILE not in ("auto", "on", "off"):
+    raise ImproperlyConfigured(f"IMAGEGEN_COMPILE must be auto, on or off, not {IMAGEGEN_COMPILE!r}.")
+IMAGEGEN_WARM_SIZES = parse_sizes("IMAGEGEN_WARM_SIZES", os.environ.get("IMAGEGEN_WARM_SIZES", "512x512"))
 # Compatible queued jobs (same model, pipeline and strength, size, steps, sampler and guidance) a
 # worker makes in one pipeline call; 0 or unset: 8 on a CUDA GPU, 1 (no batching) elsewhere.
 IMAGEGEN_MAX_BATCH = int(os.environ.get("IMAGEGEN_MAX_BATCH") or "0")

@@ -1,12 +1,13 @@
 """Load a Stable Diffusion model once per process and run text-to-image and image-to-image jobs on it."""
 
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,9 @@ _OOM_MARKERS = ("out of memory", "can't allocate memory", "not enough memory")
 StepCallback = Callable[[int, int, Image.Image | None], None]
 
 _load_count = 0
+
+# In compiled mode, how many shapes torch compiles the UNet for before it runs new ones uncompiled.
+RECOMPILE_LIMIT = 8
 
 # Every torch call of the process runs on this one thread. torch's CPU backend (OpenMP, libgomp)
 # gives each thread that calls into it a team of threads of its own, and once a process holds
@@ -143,12 +147,17 @@ class Engine:
         inpaint_model: str | None = None,
         ip_adapter: str | Path | None = None,
         ip_adapter_scale: float = DEFAULT_IP_ADAPTER_SCALE,
+        compile: str = "off",
     ) -> None:
         self.model = model
         self.cache_dir = Path(cache_dir)
         self.device = resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.is_tiny = model == "tiny"
+        # Compiled mode (see _compile): "on", "off", or "auto" (on with a CUDA GPU).
+        if compile not in ("on", "off", "auto"):
+            raise ValueError(f"compile must be on, off or auto, not {compile!r}.")
+        self.compile = compile == "on" or (compile == "auto" and self.device.startswith("cuda"))
         self.model_name = _model_name(model)
         # An inpainting checkpoint (a UNet that also takes the mask) for masked edits; without one,
         # the model's own UNet inpaints through a derived pipeline.
@@ -186,7 +195,70 @@ class Engine:
             pipe = self._from_pretrained(StableDiffusionPipeline, source, setting="IMAGEGEN_MODEL")
             # Jobs build their schedulers from the model's own config, never from a previous job's.
             self._scheduler_config = pipe.scheduler.config
+            if self.compile:
+                self._compile(pipe)
             self._pipeline = pipe
+
+    def _compile(self, pipe: StableDiffusionPipeline) -> None:
+        """Compiled mode: the UNet in channels_last with its attention's query, key and value
+        projections fused, under torch.compile (CUDA graphs on a CUDA GPU).
+
+        torch compiles on the UNet's first call at each new shape, which is why workers warm up
+        (warm_up) before taking jobs. Its caches live in the model cache folder, so a restart
+        reuses what an earlier start compiled. Compiling is best effort: a failure here or at the
+        warm-up logs once and the worker runs the UNet uncompiled, and a later shape that fails
+        to compile runs uncompiled (torch._dynamo's suppress_errors); past RECOMPILE_LIMIT shapes,
+        torch runs new ones uncompiled instead of compiling again.
+        """
+        # Read by inductor at each use (the FX graph, autotuning and Triton caches live under it).
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(self.cache_dir / "torch-compile")
+        torch._dynamo.config.suppress_errors = True
+        torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+        mode = "reduce-overhead" if self.device.startswith("cuda") else None
+        try:
+            pipe.unet.to(memory_format=torch.channels_last)
+            pipe.fuse_qkv_projections(vae=False)
+            pipe.unet = torch.compile(pipe.unet, mode=mode)
+        except Exception:
+            logger.exception("Could not compile the UNet; it runs uncompiled")
+            self.compile = False
+
+    def _uncompile(self) -> None:
+        """Run the uncompiled UNet from now on, in every pipeline that shares it."""
+        for pipe in (self._pipeline, *self._derived.values()):
+            pipe.unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
+        self.compile = False
+
+    def warm_up(self, *, sizes: list[tuple[int, int]], batch_sizes: list[int]) -> None:
+        """Make a short text-to-image batch at each size and batch size, so no user's job pays
+        torch's one-time set-up, nor (in compiled mode) a compile: after two batch sizes torch
+        treats the batch dimension as dynamic, so every size between is served too.
+
+        A compile that fails here logs once and the worker goes on uncompiled.
+        """
+        for width, height in sizes:
+            for batch_size in batch_sizes:
+                requests = [
+                    GenerationRequest(prompt="", steps=2, width=width, height=height, seed=seed)
+                    for seed in range(batch_size)
+                ]
+                started = time.perf_counter()
+                try:
+                    self.generate_batch(requests)
+                except Exception:
+                    if not self.compile:
+                        raise
+                    logger.exception("The compiled UNet failed at its warm-up; this worker runs it uncompiled")
+                    on_torch_thread(self._uncompile)
+                    self.generate_batch(requests)
+                logger.info(
+                    "Warmed up at %sx%s, batches of %s%s in %.1f s",
+                    width,
+                    height,
+                    batch_size,
+                    " (compiled)" if self.compile else "",
+                    time.perf_counter() - started,
+                )
 
     def _from_pretrained(self, cls: type[DiffusionPipeline], source, *, setting: str) -> DiffusionPipeline:
         """A pipeline loaded from a folder or the hub onto this engine's device; `setting` names the
@@ -248,12 +320,15 @@ class Engine:
         if self.ip_adapter is not None:
             adapter = self._loaded_ip_adapter()
             return (
-                ip_adapter_attention(pipe, adapter, scale=self.ip_adapter_scale),
+                _stacked(_uncompiled_unet(pipe), ip_adapter_attention(pipe, adapter, scale=self.ip_adapter_scale)),
                 {"ip_adapter_image": request.reference_image.convert("RGB")},
                 f"IP-Adapter {self.ip_adapter_scale:g}",
             )
         return (
-            reference_attention(pipe, request.reference_image, weight=request.reference_weight, seed=request.seed),
+            _stacked(
+                _uncompiled_unet(pipe),
+                reference_attention(pipe, request.reference_image, weight=request.reference_weight, seed=request.seed),
+            ),
             {},
             f"reference-only {request.reference_weight:g}",
         )
@@ -455,6 +530,27 @@ class Engine:
                 )
             )
         return results
+
+
+@contextmanager
+def _uncompiled_unet(pipe: DiffusionPipeline) -> Iterator[None]:
+    """Within the block, pipe runs its UNet uncompiled: a reference job swaps the UNet's attention
+    processors for its own, which a compiled UNet would recompile for at every job."""
+    unet = pipe.unet
+    pipe.unet = getattr(unet, "_orig_mod", unet)
+    try:
+        yield
+    finally:
+        pipe.unet = unet
+
+
+@contextmanager
+def _stacked(*contexts: AbstractContextManager) -> Iterator[None]:
+    """The contexts entered in order (each one sees what the ones before it set up), left in reverse."""
+    with ExitStack() as stack:
+        for context in contexts:
+            stack.enter_context(context)
+        yield
 
 
 def batch_key(request: GenerationRequest) -> tuple | None:

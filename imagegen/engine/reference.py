@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.models.attention_processor import AttnProcessor2_0, FusedAttnProcessor2_0
 from PIL import Image
 
 # How much the job's self-attention moves towards attending to the reference (0: not at all).
@@ -53,6 +54,13 @@ class ReferenceAttention:
         return own + self.state.weight * (with_reference - own)
 
 
+def _unfused(processor: object) -> object:
+    """A processor that attends to other keys than the layer's own input: a fused one (compiled
+    mode fuses the query, key and value projections) projects keys from its input only, so the
+    layer's separate projections, which fusing keeps, do it instead."""
+    return AttnProcessor2_0() if isinstance(processor, FusedAttnProcessor2_0) else processor
+
+
 def reference_size(size: tuple[int, int]) -> tuple[int, int]:
     width, height = size
     scale = min(1.0, REFERENCE_SHORT_SIDE / min(width, height))
@@ -81,7 +89,7 @@ def reference_attention(
     originals = unet.attn_processors
     unet.set_attn_processor(
         {
-            name: ReferenceAttention(processor, state) if name.endswith("attn1.processor") else processor
+            name: ReferenceAttention(_unfused(processor), state) if name.endswith("attn1.processor") else processor
             for name, processor in originals.items()
         }
     )

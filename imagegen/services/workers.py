@@ -11,7 +11,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from .. import liveness
-from ..engine import GenerationRequest, ModelLoadError
+from ..engine import ModelLoadError
 
 logger = logging.getLogger("imagegen.services")
 
@@ -34,6 +34,7 @@ def current_engine():
         inpaint_model=settings.IMAGEGEN_INPAINT_MODEL or None,
         ip_adapter=settings.IMAGEGEN_IP_ADAPTER or None,
         ip_adapter_scale=settings.IMAGEGEN_IP_ADAPTER_SCALE,
+        compile=settings.IMAGEGEN_COMPILE,
     )
 
 
@@ -49,14 +50,21 @@ def batch_limit() -> int:
 
 
 def engine_warm_up(*, worker: str = "") -> None:
-    """Load the model and run one tiny generation before the first job arrives.
+    """Load the model and warm it up before the first job arrives.
 
-    The first generation in a process pays for one-time set-up in torch (seconds on a CPU);
-    paying it here means no user's first job waits for it. A model that cannot be loaded is
-    recorded for operators; the worker stays up, and each job then fails with a short message.
+    The first generation in a process pays for one-time set-up in torch (seconds on a CPU), and
+    in compiled mode the first at each size and batch size pays the compile (a minute or more on
+    a GPU, seconds once torch's caches hold it): paying them here means no user's job waits for
+    them. A model that cannot be loaded is recorded for operators; the worker stays up, and each
+    job then fails with a short message.
     """
     try:
-        current_engine().generate(GenerationRequest(prompt="", steps=1, width=64, height=64))
+        engine = current_engine()
+        if engine.compile:
+            limit = batch_limit()
+            engine.warm_up(sizes=settings.IMAGEGEN_WARM_SIZES, batch_sizes=sorted({1, limit}))
+        else:
+            engine.warm_up(sizes=[(64, 64)], batch_sizes=[1])
     except ModelLoadError as error:
         logger.error("The worker could not load its model: %s", error)
         model_load_failure_record(worker=worker, detail=str(error))

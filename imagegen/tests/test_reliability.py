@@ -94,6 +94,31 @@ def test_a_worker_killed_mid_job_loses_nothing(stack):
     record(jobs_killed=1, jobs_recovered=1)
 
 
+def test_a_worker_killed_during_a_batch_loses_none_of_its_jobs(stack):
+    for name in stack.alive_workers():
+        stack.stop_worker(name)
+    user = UserFactory()
+    runs = [RunFactory(owner=user, steps=60, total_steps=60, width=512, height=512, seed=seed) for seed in (31, 32, 33)]
+    for run in runs:
+        services.job_enqueue(job=run)
+    stack.start_worker("worker-batching", IMAGEGEN_MAX_BATCH="3")
+
+    def all_running_together() -> bool:
+        rows = Run.objects.filter(pk__in=[run.pk for run in runs])
+        return {(row.status, row.worker) for row in rows} == {(JobStatus.RUNNING, rows[0].worker)} and all(
+            row.step >= 2 for row in rows
+        )
+
+    wait_until(all_running_together, timeout=60, what="the three runs to run in one batch")
+    killed = kill_the_worker_running(stack, runs[0].pk)
+    stack.start_worker(f"{killed}-after-crash")
+    for run in runs:
+        run = wait_for_run(run.pk, finished, timeout=120)
+        assert (run.status, run.attempts) == (JobStatus.SUCCEEDED, 2), run.error
+        assert run.outputs.count() == 1 and len(output_files(stack, run)) == 1
+    record(jobs_killed=3, jobs_recovered=3)
+
+
 def test_a_job_whose_worker_dies_on_its_last_attempt_fails_readably(stack):
     run = RunFactory(owner=UserFactory(), steps=80, total_steps=80, width=512, height=512, attempts=2)
     services.job_enqueue(job=run)
