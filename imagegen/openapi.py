@@ -146,6 +146,7 @@ def refine_schemas() -> dict[str, dict]:
         }
         variants[refinement_type] = f"#/components/schemas/{name}Refinement"
     schemas["RefineRequest"] = {
+        "type": "object",
         "description": "What to refine and how: `type` chooses the mode and the shape of `payload`.",
         "oneOf": [{"$ref": target} for target in variants.values()],
         "discriminator": {"propertyName": "type", "mapping": variants},

@@ -20,6 +20,7 @@ from PIL import Image as PILImage
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
+from conftest import ARTIFACTS
 from imagegen import services
 from imagegen.engine.requests import SAMPLER_LABELS
 from imagegen.models import Run
@@ -30,6 +31,7 @@ from refinement.forms import RefineForm
 from refinement.models import Refinement
 from refinement.tests.test_stages import misspelt_sign
 
+from .factories import UserFactory
 from .test_hostile import Route, every_route
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -423,3 +425,43 @@ def test_the_docs_page_shows_swagger_ui_from_the_studios_own_files(user_client):
     assert Client().get("/api/docs").url == "/login/?next=/api/docs"
     refused = user_client.post("/api/docs")
     assert (refused.status_code, refused["Content-Type"], refused["Allow"]) == (405, JSON, "GET")
+
+
+@pytest.mark.integration
+@pytest.mark.browser
+def test_the_docs_page_lists_every_endpoint_and_tries_one_with_the_session(stack, page):
+    """In Chromium: Swagger UI lists every operation, loads nothing from outside the studio, and
+    "Try it out" submits a run as the logged-in user (the session and its CSRF token)."""
+    from playwright.sync_api import expect
+
+    from .test_browser import log_in
+
+    elsewhere = []
+
+    def only_the_studio(route):
+        if route.request.url.startswith(stack.base_url) or route.request.url.startswith("data:"):
+            return route.continue_()
+        elsewhere.append(route.request.url)
+        return route.abort()
+
+    page.route("**/*", only_the_studio)
+    user = UserFactory()
+    log_in(page, stack, user.username)
+    page.goto(f"{stack.base_url}/api/docs")
+    spec = Client(HTTP_AUTHORIZATION=f"Bearer {services.api_token_create(username=user.username)}").get(DESCRIPTION)
+    paths = spec.json()["paths"]
+    for path, methods in paths.items():
+        expect(page.locator(f'.opblock-summary-path[data-path="{path}"]')).to_have_count(len(methods))
+    expect(page.locator(".info .description")).to_contain_text("/api/v1/ws/{job_id}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=True)
+
+    operation = page.locator("#operations-Runs-generate")
+    operation.locator(".opblock-summary").click()
+    operation.get_by_role("button", name="Try it out").click()
+    body = {"prompt": "a heron in the reeds", "num_inference_steps": 2, "width": 64, "height": 64}
+    operation.locator("textarea.body-param__text").fill(json.dumps(body))
+    operation.get_by_role("button", name="Execute").click()
+    expect(operation.locator(".live-responses-table tr.response .response-col_status")).to_have_text("202")
+    assert Run.objects.get(prompt="a heron in the reeds").owner == user
+    assert elsewhere == []
