@@ -123,28 +123,43 @@ def form_schema(form_class: type[forms.Form], description: str) -> dict:
     }
 
 
+def payload_schema_name(refinement_type: str) -> str:
+    return f"{refinement_type.title()}Payload"
+
+
+# Each request described by a form: its schema's name, the form, and what it is. The tests check
+# each schema against its form.
+REQUEST_FORMS: dict[str, tuple[type[forms.Form], str]] = {
+    "GenerateRequest": (ApiGenerateForm, "A text-to-image run."),
+    "ImageToImageRequest": (ApiImageToImageForm, "An image-to-image run: the output takes the init image's size."),
+    "ImageUpload": (ImageUploadForm, "An image file."),
+    **{
+        payload_schema_name(refinement_type): (form, f"The payload of a `{refinement_type}` refinement.")
+        for refinement_type, form in PAYLOAD_FORMS.items()
+    },
+}
+
+
 def refine_schemas() -> dict[str, dict]:
-    """A refinement request: RefineForm's fields and a payload whose form the `type` chooses."""
+    """A refinement request: RefineForm's fields and the payload of the mode its `type` chooses."""
     common = form_schema(RefineForm, "")
     types_offered = common["properties"]["type"]["enum"]
     assert sorted(types_offered) == sorted(PAYLOAD_FORMS), "every refinement type needs its payload form"
     schemas, variants = {}, {}
-    for refinement_type, payload_form in PAYLOAD_FORMS.items():
+    for refinement_type in types_offered:
         label = Refinement.Type(refinement_type).label
-        name = refinement_type.title()
-        schemas[f"{name}Payload"] = form_schema(payload_form, f"The payload of a `{refinement_type}` refinement.")
-        properties = {
-            "type": {"type": "string", "const": refinement_type},
-            "payload": ref(f"{name}Payload"),
-            **{key: value for key, value in common["properties"].items() if key != "type"},
-        }
-        schemas[f"{name}Refinement"] = {
+        name = f"{refinement_type.title()}Refinement"
+        schemas[name] = {
             "type": "object",
             "description": f"{label}: a new version made from the parent by the `{refinement_type}` mode.",
-            "properties": properties,
+            "properties": {
+                "type": {"type": "string", "const": refinement_type},
+                "payload": ref(payload_schema_name(refinement_type)),
+                **{key: value for key, value in common["properties"].items() if key != "type"},
+            },
             "required": ["type", "payload", *(key for key in common["required"] if key != "type")],
         }
-        variants[refinement_type] = f"#/components/schemas/{name}Refinement"
+        variants[refinement_type] = f"#/components/schemas/{name}"
     schemas["RefineRequest"] = {
         "type": "object",
         "description": "What to refine and how: `type` chooses the mode and the shape of `payload`.",
@@ -155,23 +170,8 @@ def refine_schemas() -> dict[str, dict]:
 
 
 def request_schemas() -> dict[str, dict]:
-    return {
-        "GenerateRequest": form_schema(ApiGenerateForm, "A text-to-image run."),
-        "ImageToImageRequest": form_schema(
-            ApiImageToImageForm, "An image-to-image run: the output takes the init image's size."
-        ),
-        "ImageUpload": form_schema(ImageUploadForm, "An image file."),
-        **refine_schemas(),
-    }
-
-
-# The forms behind each request schema, for the tests that check the two agree.
-REQUEST_FORMS: dict[str, type[forms.Form]] = {
-    "GenerateRequest": ApiGenerateForm,
-    "ImageToImageRequest": ApiImageToImageForm,
-    "ImageUpload": ImageUploadForm,
-    **{f"{refinement_type.title()}Payload": form for refinement_type, form in PAYLOAD_FORMS.items()},
-}
+    described = {name: form_schema(form, description) for name, (form, description) in REQUEST_FORMS.items()}
+    return {**described, **refine_schemas()}
 
 
 # Answers: what the views send.

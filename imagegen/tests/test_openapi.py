@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
 from django.contrib.staticfiles.storage import staticfiles_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -21,9 +23,10 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from conftest import ARTIFACTS
-from imagegen import services
+from imagegen import progress, selectors, services
+from imagegen.asgi import application
 from imagegen.engine.requests import SAMPLER_LABELS
-from imagegen.models import Run
+from imagegen.models import JobStatus, Run
 from imagegen.openapi import REQUEST_FORMS
 from imagegen.routing import websocket_urlpatterns
 from refinement import services as refinement_services
@@ -31,7 +34,7 @@ from refinement.forms import RefineForm
 from refinement.models import Refinement
 from refinement.tests.test_stages import misspelt_sign
 
-from .factories import UserFactory
+from .factories import ImageFactory, RunFactory, UserFactory
 from .test_hostile import Route, every_route
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -111,7 +114,7 @@ def test_every_api_url_is_described_with_the_methods_its_view_takes(spec):
 
 @pytest.mark.parametrize("schema_name", sorted(REQUEST_FORMS))
 def test_each_request_holds_every_field_of_its_form_with_its_limits(spec, schema_name):
-    form = REQUEST_FORMS[schema_name]
+    form, _ = REQUEST_FORMS[schema_name]
     schema = spec["components"]["schemas"][schema_name]
     assert list(schema["properties"]) == list(form.base_fields)
     for name, field in form.base_fields.items():
@@ -297,15 +300,21 @@ def strict(schema):
     return schema
 
 
+def schema_problems(spec: dict, name: str, instance) -> list[str]:
+    """Where `instance` departs from the described schema `name`."""
+    registry = Registry().with_resource(SPEC_URI, Resource.from_contents(spec, default_specification=DRAFT202012))
+    schema = {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}
+    validator = Draft202012Validator(schema, registry=registry, format_checker=FormatChecker())
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(instance)]
+
+
 class Described:
     """Checks an answer against the description: its status is described for the operation, and
-    its body has the described shape."""
+    its body has the described shape and nothing more."""
 
     def __init__(self, spec: dict):
         self.spec = spec
-        document = {**spec, "components": strict(copy.deepcopy(spec["components"]))}
-        resource = Resource.from_contents(document, default_specification=DRAFT202012)
-        self.registry = Registry().with_resource(SPEC_URI, resource)
+        self.strict = {**spec, "components": strict(copy.deepcopy(spec["components"]))}
         self.seen: set[tuple[str, str, int]] = set()
 
     def check(self, method: str, path: str, response) -> dict | None:
@@ -320,21 +329,12 @@ class Described:
             assert response.content == b""
             return None
         assert response["Content-Type"] == JSON
-        body = response.json()
-        schema = {"$ref": SPEC_URI + answer["content"][JSON]["schema"]["$ref"]}
-        validator = Draft202012Validator(schema, registry=self.registry, format_checker=FormatChecker())
-        problems = [
-            f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in validator.iter_errors(body)
-        ]
-        assert not problems, f"{method.upper()} {path} {status}: " + "; ".join(problems)
-        return body
+        return self.shape(schema_name(answer["content"][JSON]["schema"]), response.json(), f"{method} {path} {status}")
 
-
-def request_schema_accepts(spec: dict, name: str, body: dict) -> None:
-    resource = Resource.from_contents(spec, default_specification=DRAFT202012)
-    registry = Registry().with_resource(SPEC_URI, resource)
-    schema = {"$ref": f"{SPEC_URI}#/components/schemas/{name}"}
-    Draft202012Validator(schema, registry=registry, format_checker=FormatChecker()).validate(body)
+    def shape(self, name: str, instance, what: str = ""):
+        problems = schema_problems(self.strict, name, instance)
+        assert not problems, f"{what or name}: " + "; ".join(problems)
+        return instance
 
 
 def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, client, settings, token):
@@ -351,7 +351,7 @@ def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, clien
         "type": "text",
         "payload": {"corrections": [{"bbox": lines["lines"][0]["bbox"], "text": "GRAND OPENING"}]},
     }
-    request_schema_accepts(spec, "RefineRequest", {**refine, "creativity": 1})
+    assert not schema_problems(spec, "RefineRequest", {**refine, "creativity": 1})
     accepted = post_json(api, f"/api/v1/runs/{run_id}/refine", {**refine, "creativity": 1})
     job_id = described.check("post", "/api/v1/runs/{run_id}/refine", accepted)["job_id"]
     refinement_services.refinement_execute(refinement_id=job_id, worker="test")
@@ -362,7 +362,7 @@ def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, clien
     assert [version["version"] for version in run["versions"]] == [1, 2]
 
     generate = {"prompt": "a fox", "num_inference_steps": 2, "width": 64, "height": 64, "seed": 1}
-    request_schema_accepts(spec, "GenerateRequest", generate)
+    assert not schema_problems(spec, "GenerateRequest", generate)
     queued = described.check("post", "/api/generate", post_json(api, "/api/generate", generate))
     cancel = f"/api/v1/runs/{queued['run_id']}/cancel"
     described.check("post", "/api/v1/runs/{job_id}/cancel", api.post(cancel))
@@ -403,6 +403,29 @@ def test_a_new_field_in_an_answer_must_be_described(spec, api):
     response.status_code = 401
     with pytest.raises(AssertionError, match="Additional properties are not allowed"):
         described.check("get", "/api/v1/openapi.json", response)
+
+
+def test_the_websocket_events_are_as_described(spec, token):
+    """The API socket's snapshot, a progress step from the worker's own reporter, and the result."""
+    described = Described(spec)
+    run = RunFactory(owner=selectors.user_for_api_token(token=token), status=JobStatus.RUNNING, total_steps=4)
+    headers = [(b"authorization", f"Bearer {token}".encode())]
+
+    async def scenario():
+        socket = WebsocketCommunicator(application, f"/api/v1/ws/{run.pk}", headers=headers)
+        connected, _ = await socket.connect(timeout=5)
+        assert connected
+        described.shape("JobStatusEvent", await socket.receive_json_from(timeout=5))
+        await sync_to_async(progress.ProgressReporter(run))(1, 4, PILImage.new("RGB", (8, 8)))
+        step = described.shape("JobProgressEvent", await socket.receive_json_from(timeout=5))
+        assert step["preview"].startswith("data:image/jpeg;base64,")
+        image = await sync_to_async(ImageFactory)(owner=run.owner, run=run)
+        await sync_to_async(progress.publish_result)(run, [image])
+        described.shape("JobResultEvent", await socket.receive_json_from(timeout=5))
+        closed = await socket.receive_output(timeout=5)
+        assert (closed["type"], closed["code"]) == ("websocket.close", 1000)
+
+    async_to_sync(scenario)()
 
 
 # The docs page.
