@@ -35,8 +35,20 @@ def form_error_response(form: Form, *, field_prefix: str = "") -> JsonResponse:
     return error_response(f"{field}: {messages[0]}", status=400, field=field, errors=errors)
 
 
+def method_refusal(request: HttpRequest, methods: tuple[str, ...]) -> JsonResponse | None:
+    """A JSON 405 for a method the view does not take, or None."""
+    if request.method in methods:
+        return None
+    response = error_response(f"Method {request.method} not allowed.", status=405)
+    response["Allow"] = ", ".join(methods)
+    return response
+
+
 def api_view(*methods: str):
-    """Authentication, allowed methods and JSON errors for every API endpoint."""
+    """Authentication, allowed methods and JSON errors for every API endpoint.
+
+    The view keeps its methods as `allowed_methods`: the API's description is checked against them.
+    """
 
     def decorator(view):
         @functools.wraps(view)
@@ -45,15 +57,14 @@ def api_view(*methods: str):
                 return error_response(
                     "Authentication required: log in or send 'Authorization: Bearer <token>'.", status=401
                 )
-            if request.method not in methods:
-                response = error_response(f"Method {request.method} not allowed.", status=405)
-                response["Allow"] = ", ".join(methods)
-                return response
+            if refusal := method_refusal(request, methods):
+                return refusal
             try:
                 return view(request, *args, **kwargs)
             except Http404 as missing:
                 return error_response(str(missing) or "Not found.", status=404)
 
+        wrapper.allowed_methods = methods
         return wrapper
 
     return decorator

@@ -6,7 +6,7 @@ from django.urls import include, path
 
 from img2img import api as img2img_api
 
-from . import api, views
+from . import api, apidocs, views
 
 imagegen_patterns = [
     path("", views.generate, name="generate"),
@@ -24,6 +24,8 @@ imagegen_patterns = [
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
     path("api/v1/imports", img2img_api.import_image, name="api_import"),
     path("api/v1/runs/<uuid:job_id>/cancel", api.job_cancel, name="api_run_cancel"),
+    path("api/v1/openapi.json", apidocs.openapi_description, name="api_openapi"),
+    path("api/docs", apidocs.docs_page, name="api_docs"),
 ]
 
 handler400 = "imagegen.errors.bad_request"

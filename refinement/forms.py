@@ -62,11 +62,26 @@ def rectangle_problem(bbox: list[int], image_size: tuple[int, int], *, what: str
     return ""
 
 
+def bbox_schema(*, min_side: int) -> dict:
+    """[x, y, width, height] as the API's description shows it (imagegen.openapi)."""
+    return {
+        "type": "array",
+        "items": {"type": "integer"},
+        "minItems": 4,
+        "maxItems": 4,
+        "description": f"[x, y, width, height] in whole pixels, inside the image being refined; "
+        f"width and height at least {min_side}.",
+    }
+
+
 class BoxField(forms.Field):
     """An optional rectangle, [x, y, width, height]."""
 
     widget = forms.HiddenInput
     min_side = 1
+
+    def json_schema(self) -> dict:
+        return bbox_schema(min_side=self.min_side)
 
     def to_python(self, value):
         value = json_value(value)
@@ -89,6 +104,22 @@ class RectanglesField(forms.Field):
         super().__init__(**kwargs)
         self.words, self.need, self.none, self.most, self.longest, self.noun = words, need, none, most, longest, noun
         self.min_side = min_side
+
+    def json_schema(self) -> dict:
+        return {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": self.most,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "bbox": bbox_schema(min_side=self.min_side),
+                    self.words: {"type": "string", "minLength": 1, "maxLength": self.longest},
+                },
+                "required": ["bbox", self.words],
+                "additionalProperties": False,
+            },
+        }
 
     def to_python(self, value):
         value = json_value(value)
