@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # tesseract: text repair's OCR; the font families: what text repair can match lettering with.
 SYSTEM_PACKAGES := redis-server chromium tesseract-ocr tesseract-ocr-eng fonts-dejavu-core fonts-liberation fonts-noto-core
 
-.PHONY: run test setup system-packages lint bench
+.PHONY: run test setup system-packages lint bench screenshots
 
 run: setup
 	$(BIN)/python manage.py runstack
@@ -19,6 +19,13 @@ test: setup
 BENCHMARKS := overhead strength memory latency web_load uploads region text_repair gpu
 bench: setup
 	@for name in $(BENCHMARKS); do $(BIN)/python -m bench.$$name $(BENCH_ARGS) || exit 1; done
+
+# The README's screenshots: every page in the light and the dark theme, taken by the browser tests
+# (test-artifacts/page-*.png, which also check that each is legible) and kept as WebP in docs/screenshots/.
+screenshots: setup
+	$(BIN)/python -m pytest imagegen/tests/test_browser_pages.py -q $(PYTEST_ARGS)
+	mkdir -p docs/screenshots
+	$(BIN)/python -c "import pathlib, PIL.Image as I; [I.open(p).convert('RGB').save(f'docs/screenshots/{p.stem[5:]}.webp', quality=75, method=6) for p in sorted(pathlib.Path('test-artifacts').glob('page-*.png'))]"
 
 lint: setup
 	$(BIN)/ruff check .

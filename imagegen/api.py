@@ -145,6 +145,8 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
         {
             "run_id": str(run.pk),
             "status": run.status,
+            # 1 when it starts next, counting every kind of job; null unless it is queued.
+            "queue_position": selectors.job_queue_position(job=run),
             "error": run.error,
             "step": run.step,
             "total_steps": run.total_steps,

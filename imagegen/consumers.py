@@ -12,7 +12,7 @@ from django.template.loader import render_to_string
 
 from . import selectors
 from .models import FINISHED_STATUSES, Job, JobStatus
-from .progress import group_name, result_event, status_event
+from .progress import QUEUE_GROUP, group_name, result_event, status_event
 
 # Close codes: 1000 is a normal end (the htmx extension does not reconnect); 4404 refuses;
 # 4400 answers a message the API cannot read.
@@ -28,6 +28,7 @@ class JobEventsMixin:
         user = self.scope.get("user")
         job_id = self.scope["url_route"]["kwargs"]["job_id"]
         self.job = None
+        self.in_queue_group = False
         if user is not None and user.is_authenticated:
             self.job = await self.load_job(job_id)
         if self.job is None:
@@ -35,6 +36,7 @@ class JobEventsMixin:
             return
         self.group = group_name(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.follow_queue(self.job)
         # Read the state only now that the group is joined: an event published after the ownership
         # check and before group_add would be lost, and the snapshot read before it out of date.
         self.job = await self.reload_job()
@@ -45,6 +47,11 @@ class JobEventsMixin:
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "in_queue_group", False):
+            await self.channel_layer.group_discard(QUEUE_GROUP, self.channel_name)
+
+    async def follow_queue(self, job: Job) -> None:
+        """Nothing by default: only the page shows where a waiting job stands."""
 
     @database_sync_to_async
     def load_job(self, job_id) -> Job | None:
@@ -66,6 +73,25 @@ class JobPageConsumer(JobEventsMixin, AsyncWebsocketConsumer):
         if self.job.is_finished:
             await self.close(code=CLOSE_DONE)
 
+    async def follow_queue(self, job: Job) -> None:
+        """Be told when the line moves while the job waits in it (its card says "3rd in line"), and
+        no longer once it has left it."""
+        waiting = job.status == JobStatus.QUEUED
+        if waiting and not self.in_queue_group:
+            await self.channel_layer.group_add(QUEUE_GROUP, self.channel_name)
+        elif not waiting and self.in_queue_group:
+            await self.channel_layer.group_discard(QUEUE_GROUP, self.channel_name)
+        self.in_queue_group = waiting
+
+    async def queue_moved(self, event: dict) -> None:
+        # A job ahead started or left: say where this one stands now (one COUNT). Once this job
+        # has left the line, its own events tell the rest.
+        job = await self.reload_job()
+        await self.follow_queue(job)
+        if job.status == JobStatus.QUEUED:
+            self.job = job
+            await self.send_live(job)
+
     async def send_live(self, job: Job, **extra) -> None:
         html = await database_sync_to_async(render_to_string)(job.live_template, {"job": job, "oob": True, **extra})
         await self.send(text_data=html)
@@ -79,6 +105,7 @@ class JobPageConsumer(JobEventsMixin, AsyncWebsocketConsumer):
 
     async def job_status(self, event: dict) -> None:
         self.job = await self.reload_job()
+        await self.follow_queue(self.job)  # it started, or housekeeping put it back in the line
         await self.send_live(self.job)
         # A succeeded job closes after its result; a failed or cancelled one ends here.
         if self.job.is_finished and self.job.status != JobStatus.SUCCEEDED:

@@ -1,4 +1,5 @@
-"""The one place that publishes job events: the job's DB row and the channel-layer group `job-<id>`.
+"""The one place that publishes job events: the job's DB row and the channel-layer group `job-<id>`
+(and `job-queue`, when the line of waiting jobs moves).
 
 Workers call it while a job runs; the page and API consumers relay what it sends. Publishing is
 best effort: a channel layer that is down must never fail the job it reports on.
@@ -54,6 +55,18 @@ class ResultEvent(TypedDict):
     type: Literal["job.result"]
     job_id: str
     outputs: list[OutputJson]
+
+
+class QueueEvent(TypedDict):
+    type: Literal["queue.moved"]
+
+
+# The group of the page sockets whose job is waiting: told when the line moves, so their cards
+# say again where they stand ("3rd in line").
+QUEUE_GROUP = "job-queue"
+# The statuses a job takes as it leaves the line (it starts, or is cancelled) or joins it ahead of
+# others (housekeeping requeues it with its old queued_at): each moves the jobs behind it.
+LINE_MOVING_STATUSES = (JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.QUEUED)
 
 
 def group_name(job_id) -> str:
@@ -120,6 +133,8 @@ def result_event(job: Job, images: list[Image]) -> ResultEvent:
 
 def publish_status(job: Job) -> None:
     publish(job.pk, status_event(job))
+    if job.status in LINE_MOVING_STATUSES:
+        sender.send(QUEUE_GROUP, QueueEvent(type="queue.moved"))
 
 
 def publish_result(job: Job, images: list[Image]) -> None:

@@ -133,6 +133,19 @@ def job_for_user(*, user, job_id) -> Job:
     raise Http404("No such job.")
 
 
+def job_queue_position(*, job: Job) -> int | None:
+    """Where a queued job stands in the one line every kind of job waits in (1: it starts next),
+    counted by when they were queued; None for a job that is not waiting. One COUNT, whatever
+    the number of kinds: the queued jobs ahead of it, from every kind's table at once."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    first, *others = [
+        model.objects.filter(status=JobStatus.QUEUED, queued_at__lt=job.queued_at).order_by().values("pk")
+        for model in job_models()
+    ]
+    return first.union(*others, all=True).count() + 1
+
+
 def image_for_user(*, user, image_id) -> Image:
     image = Image.objects.filter(pk=image_id, owner=user).first()
     if image is None:

@@ -116,7 +116,6 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
     card, versions = cached_part(f"run:{run.pk}", digest, render_parts)
     context = {
         "run": run,
-        "parameters": selectors.run_parameters(run=run),
         "run_card": mark_safe(card),
         "versions": mark_safe(versions),
     }

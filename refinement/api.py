@@ -95,6 +95,7 @@ def refinement_json(request: HttpRequest, refinement: Refinement) -> dict:
         "run_id": str(refinement.run_id),
         "type": refinement.type,
         "status": refinement.status,
+        "queue_position": imagegen_selectors.job_queue_position(job=refinement),
         "version": refinement.version,
         "parent_version": refinement.parent_version,
         "parent_image_id": str(refinement.parent_image_id),

@@ -1,5 +1,7 @@
 """The pages: login, the generate form's errors, and that users see only their own runs."""
 
+import re
+
 import pytest
 
 from imagegen.models import Run
@@ -224,3 +226,43 @@ def test_gallery_pages_through_older_runs(user_client):
     assert "run number 29" in first and "run number 05" not in first and "Older →" in first
     second = user_client.get("/gallery/?page=2").content.decode()
     assert "run number 05" in second and "run number 29" not in second and "← Newer" in second
+
+
+def parameters_table(page: str) -> dict[str, str]:
+    """The run page's parameters as a reader sees them: label → value."""
+    table = re.search(r'<dl class="parameters">(.*?)</dl>', page, re.S).group(1)
+    return {label: value.strip() for label, value in re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", table, re.S)}
+
+
+def test_the_run_page_shows_its_parameters_in_words(user_client):
+    upload = ImageFactory(owner=user_client.user, kind="upload")
+    run = RunFactory(
+        owner=user_client.user,
+        generation_type="image_to_image",
+        init_image=upload,
+        prompt="a watercolour",
+        steps=30,
+        guidance_scale=6.5,
+        strength="0.6",
+        width=512,
+        height=384,
+        seed=42,
+        scheduler="euler_a",
+    )
+    assert parameters_table(user_client.get(f"/runs/{run.pk}/").content.decode()) == {
+        "Type": "Image to image",
+        "Prompt": "a watercolour",
+        "Negative prompt": "—",
+        "Steps": "30",
+        "Sampler": "Euler a",
+        "CFG scale": "6.5",
+        "Seed": "42",
+        "Size": "512×384",
+        "Model": "tiny",
+        "Strength": "0.60",
+        "Batch size": "1",
+        "Status": "Queued",
+    }
+    imported = RunFactory(owner=user_client.user, generation_type="imported", prompt="", status="succeeded")
+    table = parameters_table(user_client.get(f"/runs/{imported.pk}/").content.decode())
+    assert table == {"Type": "Imported", "Size": "64×64", "Status": "Succeeded"}

@@ -81,8 +81,8 @@ def test_import_mode_stores_a_succeeded_run_with_the_upload_as_its_output(
     assert "Imported image" in page and "Imported</span>" in page
     assert f"/images/{image.pk}" in page
     assert "Generate Variation" not in page
-    assert "<dt>generation_type</dt>" in page and "<dt>width</dt>" in page and "<dt>height</dt>" in page
-    assert "<dt>seed</dt>" not in page and "<dt>prompt</dt>" not in page
+    assert "<dt>Type</dt><dd>Imported</dd>" in page and "<dt>Size</dt><dd>" in page
+    assert "<dt>Seed</dt>" not in page and "<dt>Prompt</dt>" not in page
     assert "Queue unavailable" not in page
 
 

@@ -25,7 +25,12 @@ def test_every_output_and_version_has_refine_image(user_client):
     assert f'hx-get="/runs/{run.pk}/refine/?image={v1.pk}"' in page
     assert f'hx-get="/runs/{run.pk}/refine/?image={v2.result.pk}"' in page
     assert 'id="versions"' in page and page.index(f'id="{v2.dom_id}"') < page.index(f'id="{v3.dom_id}"')
-    assert ">v2</span>" in page and ">v3</span>" in page and "from v2" in page and "creativity 2" in page
+    assert ">v2</span>" in page and ">v3</span>" in page and "from v2" in page
+    # Each version's parameters, in words.
+    card = page[page.index(f'id="{v2.dom_id}"') : page.index(f'id="{v3.dom_id}"')]
+    words = {"Creativity": "2", "Strength": "0.50", "Seed": "7", "Size": "64×64", "Model": "tiny"}
+    for label, value in words.items():
+        assert f"<dt>{label}</dt><dd>{value}</dd>" in card
     assert f'ws-connect="/ws/jobs/{v3.pk}/"' in page  # the queued one is live
     assert user_client.get("/gallery/").status_code == 200
 
