@@ -181,6 +181,10 @@ ABSOLUTE_URL = {"type": "string", "format": "uri"}
 TEXT = {"type": "string"}
 WHOLE = {"type": "integer"}
 MOMENT = {"type": ["string", "null"], "format": "date-time"}
+QUEUE_POSITION = {
+    "type": ["integer", "null"],
+    "description": "While queued: its place in line among every user's waiting jobs (1 is next); null otherwise.",
+}
 BBOX = {"type": "array", "items": WHOLE, "minItems": 4, "maxItems": 4, "description": "[x, y, width, height]"}
 
 
@@ -299,6 +303,7 @@ def answer_schemas() -> dict[str, dict]:
                 "step": WHOLE,
                 "total_steps": WHOLE,
                 "attempts": WHOLE,
+                "queue_position": QUEUE_POSITION,
                 "queued_at": MOMENT,
                 "started_at": MOMENT,
                 "finished_at": MOMENT,
@@ -348,6 +353,7 @@ def answer_schemas() -> dict[str, dict]:
                 "parent_image_id": UUID,
                 "step": WHOLE,
                 "total_steps": WHOLE,
+                "queue_position": QUEUE_POSITION,
                 "creativity": WHOLE,
                 "strength": {"type": "number"},
                 "seed": WHOLE,
