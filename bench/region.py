@@ -25,21 +25,12 @@ import torch
 from bench.engine_common import MODELS_DIR, median, timed, write_result
 from bench.sd15_random import model_source
 from imagegen.engine import Engine, GenerationRequest
-from imagegen.engine.pipelines import on_torch_thread
 from refinement.editing import Rect, plan_crop, rect_mask
 from refinement.stages import STAGES, StageInput
 
 TARGET_RATIO = 0.35
 PROMPT = "a lighthouse on a cliff at sunset, oil painting"
 CREATIVITY = 2  # strength 0.75: 22 of 30 steps, for both variants
-
-
-def compile_inpainting_unet(engine: Engine) -> None:
-    """On the torch thread (CUDA graphs belong to the thread that records them): channels_last and
-    torch.compile of the UNet the inpainting pipeline uses; each image shape compiles on first use."""
-    pipe = engine.inpaint_pipeline
-    pipe.unet.to(memory_format=torch.channels_last)
-    pipe.unet = torch.compile(pipe.unet, mode="reduce-overhead", fullgraph=True, dynamic=False)
 
 
 def main() -> None:
@@ -50,16 +41,16 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="stop starting rounds after this many seconds (default 120)")
     parser.add_argument("--model", default="tiny", help='"tiny", "sd15-random" or a diffusers folder')
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--compile", action="store_true", help="CUDA: compile the inpainting UNet (CUDA graphs)")
+    parser.add_argument("--compile", action="store_true", help="CUDA: the UNet compiled as IMAGEGEN_COMPILE=on does")
     args = parser.parse_args()
     repeats = args.repeats or (2 if args.quick else 6)
     budget = args.budget or (20.0 if args.quick else 120.0)
 
-    engine = Engine(model_source(args.model), device=args.device, cache_dir=MODELS_DIR)
+    # Compiled mode as workers run it (IMAGEGEN_COMPILE=on); the inpainting pipeline shares the UNet.
+    compile_setting = "on" if args.compile and args.device != "cpu" else "off"
+    engine = Engine(model_source(args.model), device=args.device, cache_dir=MODELS_DIR, compile=compile_setting)
     engine.load()
-    compiled = args.compile and engine.device.startswith("cuda")
-    if compiled:
-        on_torch_thread(compile_inpainting_unet, engine)
+    compiled = engine.compile and engine.device.startswith("cuda")
     size = args.size
     parent = engine.generate(GenerationRequest(prompt=PROMPT, steps=4, width=size, height=size, seed=1)).images[0]
     # A rectangle covering a quarter of the image, in the middle.

@@ -124,7 +124,7 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def start_worker(self, name: str = "worker1", **env: str) -> None:
+    def start_worker(self, name: str = "worker1", *, timeout: float = 60, **env: str) -> None:
         """Start a worker (its settings in `env` over the stack's) and wait until it answers a ping
         (through this process's current broker, which the callers point at this stack's Redis)."""
         command = [sys.executable, "-m", "celery", "-A", "imagegen", "worker", "--pool=threads", "--concurrency=1"]
@@ -132,7 +132,7 @@ class Stack:
         self.start(name, command, **env)
         wait_until(
             lambda: self.worker_answers(name),
-            timeout=60,
+            timeout=timeout,
             what=f"the Celery worker {name}",
             log=self.folder / f"{name}.log",
         )
