@@ -21,11 +21,11 @@ bench: setup
 	@for name in $(BENCHMARKS); do $(BIN)/python -m bench.$$name $(BENCH_ARGS) || exit 1; done
 
 # The README's screenshots: every page in the light and the dark theme, taken by the browser tests
-# (test-artifacts/page-*.png, which also check that each is legible) and kept as WebP in docs/screenshots/.
+# (test-artifacts/page-*.png, which also check that each is legible) and kept as WebP in static/screenshots/.
 screenshots: setup
 	$(BIN)/python -m pytest imagegen/tests/test_browser_pages.py -q $(PYTEST_ARGS)
-	mkdir -p docs/screenshots
-	$(BIN)/python -c "import pathlib, PIL.Image as I; [I.open(p).convert('RGB').save(f'docs/screenshots/{p.stem[5:]}.webp', quality=75, method=6) for p in sorted(pathlib.Path('test-artifacts').glob('page-*.png'))]"
+	mkdir -p static/screenshots
+	$(BIN)/python -c "import pathlib, PIL.Image as I; [I.open(p).convert('RGB').save(f'static/screenshots/{p.stem[5:]}.webp', quality=75, method=6) for p in sorted(pathlib.Path('test-artifacts').glob('page-*.png'))]"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """Every page in headless Chromium, in the light and the dark theme: legible (text contrast), the
 theme switch, the gallery's equal cards, a waiting job's place in line; and the README's
-screenshots (`make screenshots` copies them into docs/screenshots/)."""
+screenshots (`make screenshots` copies them into static/screenshots/)."""
 
 import re
 

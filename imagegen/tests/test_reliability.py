@@ -98,7 +98,7 @@ def test_a_worker_killed_during_a_batch_loses_none_of_its_jobs(stack):
     for name in stack.alive_workers():
         stack.stop_worker(name)
     user = UserFactory()
-    runs = [RunFactory(owner=user, steps=60, total_steps=60, width=512, height=512, seed=seed) for seed in (31, 32, 33)]
+    runs = [RunFactory(owner=user, steps=30, total_steps=30, width=256, height=256, seed=seed) for seed in (31, 32, 33)]
     for run in runs:
         services.job_enqueue(job=run)
     stack.start_worker("worker-batching", IMAGEGEN_MAX_BATCH="3")
@@ -113,7 +113,7 @@ def test_a_worker_killed_during_a_batch_loses_none_of_its_jobs(stack):
     killed = kill_the_worker_running(stack, runs[0].pk)
     stack.start_worker(f"{killed}-after-crash")
     for run in runs:
-        run = wait_for_run(run.pk, finished, timeout=120)
+        run = wait_for_run(run.pk, finished, timeout=240)
         assert (run.status, run.attempts) == (JobStatus.SUCCEEDED, 2), run.error
         assert run.outputs.count() == 1 and len(output_files(stack, run)) == 1
     record(jobs_killed=3, jobs_recovered=3)
