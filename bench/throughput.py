@@ -52,7 +52,6 @@ def measure(bench: common.Bench, *, name: str, jobs: int, size: int, steps: int,
 
     for worker in bench.stack.alive_workers():
         bench.stack.stop_worker(worker)
-    log_before = len(bench.stack.worker_log_text())
     common.log(f"{name}: starting a worker with {worker_env}")
     # A worker in compiled mode answers once its warm-up has compiled (minutes on a CPU).
     bench.stack.start_worker(f"worker-{name}", timeout=1800, **worker_env)
@@ -67,7 +66,7 @@ def measure(bench: common.Bench, *, name: str, jobs: int, size: int, steps: int,
     failed = [run.error for run in runs.all() if run.status != JobStatus.SUCCEEDED]
     if failed:
         raise RuntimeError(f"{len(failed)} jobs did not succeed: {failed[:2]}")
-    log = bench.stack.worker_log_text()[log_before:]
+    log = (bench.stack.folder / f"worker-{name}.log").read_text(errors="replace")
     batches = [int(size) for size in re.findall(r"runs in a batch of (\d+)", log)]
     seconds = finished - started
     common.log(f"{name}: {jobs} images in {seconds:.1f} s, batches {batches or 'none'}")
