@@ -25,6 +25,7 @@ from imagegen.engine import (
     random_seed,
     read_png_parameters,
 )
+from imagegen.engine.pipelines import PreviewPacer
 from imagegen.engine.tiny import ensure_tiny_model
 
 
@@ -152,7 +153,9 @@ def test_jobs_from_any_thread_sample_on_one_torch_thread_and_report_on_the_calle
     assert reported == [("MainThread", "MainThread")] * 2 + [("celery-pool_0", "celery-pool_0")] * 2
 
 
-def test_previews_are_small_rgb_images_on_the_requested_steps(engine: Engine) -> None:
+def test_previews_are_small_rgb_images_on_the_requested_steps(engine: Engine, monkeypatch) -> None:
+    # Not paced by time here (see test_batching's pacing test): every requested step gets one.
+    monkeypatch.setattr(PreviewPacer, "MIN_SECONDS", 0)
     previews: list[Image.Image | None] = []
     engine.generate(small(steps=4, width=128), on_step=lambda s, t, p: previews.append(p), preview_every=2)
     assert previews[0] is None and previews[2] is None
