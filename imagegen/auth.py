@@ -9,6 +9,8 @@ from axes.helpers import get_cool_off
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.security.websocket import AllowedHostsOriginValidator, OriginValidator
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import AnonymousUser
 from django.forms.forms import NON_FIELD_ERRORS
@@ -25,6 +27,15 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+class UserBackend(ModelBackend):
+    """Django's ModelBackend (passwords, permissions), with the user a session names read with
+    plain SQL (selectors.row_by): every page reads it, and through the ORM it cost 0.3 ms."""
+
+    def get_user(self, user_id):
+        user = selectors.row_by(get_user_model(), pk=user_id)
+        return user if user is not None and self.user_can_authenticate(user) else None
 
 
 class BearerTokenMiddleware:

@@ -188,6 +188,9 @@ CACHES = {
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's database sessions, read with plain SQL on each request (imagegen/sessions.py).
+SESSION_ENGINE = "imagegen.sessions"
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -373,9 +376,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 # address (an office, a proxy that is not configured) lock everyone out. The client address is
 # REMOTE_ADDR, which uvicorn takes from X-Forwarded-For only for a trusted proxy (FORWARDED_ALLOW_IPS).
 # `manage.py axes_reset` (or axes_reset_username, axes_reset_ip) lifts lockouts at once.
+# imagegen.auth.UserBackend is Django's ModelBackend with a cheaper read of each request's user.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "imagegen.auth.UserBackend",
 ]
 AXES_FAILURE_LIMIT = int(os.environ.get("IMAGEGEN_LOGIN_MAX_FAILURES", "5"))
 AXES_COOLOFF_TIME = timedelta(seconds=int(os.environ.get("IMAGEGEN_LOGIN_LOCKOUT_SECONDS", "900")))

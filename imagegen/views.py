@@ -30,6 +30,8 @@ RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
 # Thumbnails are named by their image's id and never rewritten: the browser keeps them a year.
 THUMBNAIL_MAX_AGE = 365 * 24 * 3600
+# The gallery's filters, worked out once: an enum's choices are rebuilt each time they are read.
+GENERATION_TYPES = Run.GenerationType.choices
 
 
 @login_required
@@ -81,7 +83,7 @@ def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:
 @require_GET
 def gallery(request: HttpRequest) -> HttpResponse:
     generation_type = request.GET.get("type")
-    if generation_type not in Run.GenerationType.values:
+    if generation_type not in dict(GENERATION_TYPES):
         generation_type = None
     state = selectors.gallery_state(user=request.user, generation_type=generation_type)
     # The page number as Paginator corrects it, from the count alone (no query): one key per real page.
@@ -97,7 +99,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
     context = {
         "grid": mark_safe(grid),
         "generation_type": generation_type,
-        "generation_types": Run.GenerationType.choices,
+        "generation_types": GENERATION_TYPES,
     }
     return render(request, "imagegen/gallery.html", context)
 
@@ -107,16 +109,18 @@ def gallery(request: HttpRequest) -> HttpResponse:
 def run_detail(request: HttpRequest, run_id) -> HttpResponse:
     run, digest = selectors.run_page_state(user=request.user, run_id=run_id)
 
-    def render_parts() -> tuple[str, str]:
+    def render_parts() -> tuple[str, str, str]:
         refinements = selectors.run_page_versions(run=run)
         card = render_to_string("imagegen/partials/run_card.html#run-card", {"run": run})
+        parameters = render_to_string("imagegen/run.html#parameters", {"run": run})
         versions = render_to_string("refinement/partials/version.html#versions", {"refinements": refinements})
-        return card, versions
+        return card, parameters, versions
 
-    card, versions = cached_part(f"run:{run.pk}", digest, render_parts)
+    card, parameters, versions = cached_part(f"run:{run.pk}", digest, render_parts)
     context = {
         "run": run,
         "run_card": mark_safe(card),
+        "parameters": mark_safe(parameters),
         "versions": mark_safe(versions),
     }
     return render(request, "imagegen/run.html", context)

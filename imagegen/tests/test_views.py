@@ -6,7 +6,7 @@ import pytest
 
 from imagegen.models import Run
 
-from .factories import ImageFactory, RunFactory
+from .factories import ImageFactory, RunFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -16,6 +16,16 @@ def test_pages_need_a_login(client):
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith("/login/")
+
+
+def test_the_top_bar_names_the_user_and_links_the_admin_for_staff_only(client):
+    # The links are rendered once per process (base.html): a staff member's must not reach others.
+    for user in [UserFactory(username="alice"), UserFactory(username="root", is_staff=True), UserFactory()]:
+        client.force_login(user)
+        page = client.get("/gallery/").content.decode()
+        assert f"Log out {user.username}" in page and 'href="/gallery/"' in page
+        assert ('href="/admin/"' in page) == user.is_staff, user.username
+        assert page.count('name="csrfmiddlewaretoken"') == 1  # the log-out form's, never a cached one
 
 
 def test_generate_page_says_the_tiny_model_is_random(user_client):
