@@ -92,7 +92,7 @@ def test_users_never_see_each_others_cached_grid(client):
 
 def test_the_run_pages_parameters_follow_its_status(user_client):
     run = RunFactory(owner=user_client.user, status=JobStatus.RUNNING, attempts=1, started_at=timezone.now())
-    assert "<dt>status</dt><dd>Running</dd>" in user_client.get(f"/runs/{run.pk}/").content.decode()
+    assert "<dt>Status</dt><dd>Running</dd>" in user_client.get(f"/runs/{run.pk}/").content.decode()
     # Housekeeping gives it to another worker after its own died: a second attempt.
     Run.objects.filter(pk=run.pk).update(status=JobStatus.QUEUED, attempts=2)
-    assert "<dt>status</dt><dd>Queued (attempt 2)</dd>" in user_client.get(f"/runs/{run.pk}/").content.decode()
+    assert "<dt>Status</dt><dd>Queued (attempt 2)</dd>" in user_client.get(f"/runs/{run.pk}/").content.decode()
