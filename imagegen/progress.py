@@ -18,12 +18,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .engine.errors import GenerationCancelled
+from .engine.requests import PROGRESS_PUSH_SECONDS
 from .models import Image, Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
 # At most this many progress pushes a second, and one progress write to the job's row a second.
-PUSH_INTERVAL = 0.1
+PUSH_INTERVAL = PROGRESS_PUSH_SECONDS
 SAVE_INTERVAL = 1.0
 
 

@@ -25,6 +25,7 @@ from imagegen.services import (
     image_store,
     job_enqueue,
     job_execute,
+    one_at_a_time,
     quota_claim,
 )
 
@@ -111,7 +112,7 @@ def refinement_retry(*, refinement: Refinement) -> Refinement:
 
 def refinement_execute(*, refinement_id, worker: str = "") -> None:
     """Claim the refinement, make the new version, store it and report every change of state."""
-    job_execute(model=Refinement, job_id=refinement_id, worker=worker, perform=refinement_perform)
+    job_execute(model=Refinement, job_id=refinement_id, worker=worker, perform_batch=one_at_a_time(refinement_perform))
 
 
 def refinement_perform(refinement: Refinement, on_step: ProgressReporter) -> JobOutcome:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from PIL import Image
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
-from .previews import latents_to_preview
+from .previews import PreviewPacer, latents_to_preview
 from .reference import reference_attention
 from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
 from .tiny import ensure_tiny_model
@@ -96,14 +96,18 @@ class GenerationResult:
     images: list[Image.Image]
     seed: int
     total_steps: int
-    parameters: str  # the first image's; image_parameters has each image's (each has its own seed)
+    image_parameters: list[str]  # each image's parameters, as its PNG carries them (each has its own seed)
     seconds: float
     model: str  # the name of the model that made them (an inpainting checkpoint's, for a masked job)
     sampler: str  # its label, as parameters print it
     # How the job followed its reference image, for parameters to print: "" (no reference),
     # "reference-only 0.5" (the request's weight) or "IP-Adapter 0.6" (the engine's scale).
     reference: str = ""
-    image_parameters: list[str] = field(default_factory=list)
+
+    @property
+    def parameters(self) -> str:
+        """The first image's parameters (a job of one image has no other)."""
+        return self.image_parameters[0]
 
 
 def model_load_count() -> int:
@@ -319,19 +323,17 @@ class Engine:
             return nullcontext(), {}, ""
         if self.ip_adapter is not None:
             adapter = self._loaded_ip_adapter()
-            return (
-                _stacked(_uncompiled_unet(pipe), ip_adapter_attention(pipe, adapter, scale=self.ip_adapter_scale)),
-                {"ip_adapter_image": request.reference_image.convert("RGB")},
-                f"IP-Adapter {self.ip_adapter_scale:g}",
+            context = ip_adapter_attention(pipe, adapter, scale=self.ip_adapter_scale)
+            inputs = {"ip_adapter_image": request.reference_image.convert("RGB")}
+            described = f"IP-Adapter {self.ip_adapter_scale:g}"
+        else:
+            context = reference_attention(
+                pipe, request.reference_image, weight=request.reference_weight, seed=request.seed
             )
-        return (
-            _stacked(
-                _uncompiled_unet(pipe),
-                reference_attention(pipe, request.reference_image, weight=request.reference_weight, seed=request.seed),
-            ),
-            {},
-            f"reference-only {request.reference_weight:g}",
-        )
+            inputs, described = {}, f"reference-only {request.reference_weight:g}"
+        # Both swap the UNet's attention processors for the call, which a compiled UNet would
+        # recompile for at every job: they run on the uncompiled one (entered first, so they see it).
+        return _stacked(_uncompiled_unet(pipe), context), inputs, described
 
     def _derive(self, cls: type[DiffusionPipeline]) -> DiffusionPipeline:
         with self._lock:
@@ -521,7 +523,6 @@ class Engine:
                     images=output.images[offsets[job] : offsets[job] + request.batch_size],
                     seed=request.seed,
                     total_steps=total,
-                    parameters=image_parameters[0],
                     image_parameters=image_parameters,
                     seconds=seconds,
                     model=model,
@@ -534,8 +535,7 @@ class Engine:
 
 @contextmanager
 def _uncompiled_unet(pipe: DiffusionPipeline) -> Iterator[None]:
-    """Within the block, pipe runs its UNet uncompiled: a reference job swaps the UNet's attention
-    processors for its own, which a compiled UNet would recompile for at every job."""
+    """Within the block, pipe runs its UNet uncompiled (the UNet itself when it is not compiled)."""
     unet = pipe.unet
     pipe.unet = getattr(unet, "_orig_mod", unet)
     try:
@@ -561,28 +561,6 @@ def batch_key(request: GenerationRequest) -> tuple | None:
     size = request.init_image.size if request.init_image is not None else (request.width, request.height)
     pipeline = "text-to-image" if request.init_image is None else "image-to-image"
     return (pipeline, request.strength, size, request.steps, request.scheduler, request.guidance_scale)
-
-
-class PreviewPacer:
-    """Says at which steps to make a preview: every `every` steps, and no more often than the
-    progress pushes that carry them (progress.PUSH_INTERVAL), since a preview made in between
-    would be replaced before anyone saw it; on a fast GPU that is most of them."""
-
-    MIN_SECONDS = 0.1
-
-    def __init__(self, every: int, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every = every
-        self.clock = clock
-        self.last = float("-inf")
-
-    def due(self, step: int) -> bool:
-        if not self.every or step % self.every:
-            return False
-        now = self.clock()
-        if now - self.last < self.MIN_SECONDS:
-            return False
-        self.last = now
-        return True
 
 
 def _pixels(image: Image.Image, mode: str) -> torch.Tensor:

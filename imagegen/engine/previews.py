@@ -1,7 +1,12 @@
 """Turn Stable Diffusion latents into a small approximate RGB preview without running the VAE."""
 
+import time
+from collections.abc import Callable
+
 import torch
 from PIL import Image
+
+from .requests import PROGRESS_PUSH_SECONDS
 
 # Linear map from the 4 SD latent channels to RGB (AUTOMATIC1111's "Approx cheap" preview):
 # far cheaper than a VAE decode and close enough to show how an image is shaping up.
@@ -32,3 +37,25 @@ def latents_to_preview(latents: torch.Tensor, *, index: int = 0) -> Image.Image:
         rgb = torch.nn.functional.interpolate(rgb[None], size=size, mode="area")[0]
     pixels = ((rgb + 1) * 127.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(pixels)
+
+
+class PreviewPacer:
+    """Says at which steps to make a preview: every `every` steps, and no more often than the
+    progress pushes that carry them (PROGRESS_PUSH_SECONDS), since a preview made in between
+    would be replaced before anyone saw it; on a fast GPU that is most of them."""
+
+    MIN_SECONDS = PROGRESS_PUSH_SECONDS
+
+    def __init__(self, every: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self.last = float("-inf")
+
+    def due(self, step: int) -> bool:
+        if not self.every or step % self.every:
+            return False
+        now = self.clock()
+        if now - self.last < self.MIN_SECONDS:
+            return False
+        self.last = now
+        return True

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 DEFAULT_SCHEDULER = "euler_a"
+# How often a job's progress (and the preview it carries) is pushed to its watchers at most:
+# progress.PUSH_INTERVAL is this, and the engine makes previews no more often (PreviewPacer).
+PROGRESS_PUSH_SECONDS = 0.1
 # Our sampler keys, with the labels other Stable Diffusion tools print in their parameters.
 SAMPLER_LABELS: dict[str, str] = {
     "euler_a": "Euler a",

@@ -20,6 +20,7 @@ from .jobs import (
     job_perform,
     jobs_perform,
     jobs_recover,
+    one_at_a_time,
 )
 from .quota import QuotaExceededError, daily_quota, quota_claim
 from .runs import (
@@ -73,6 +74,7 @@ __all__ = [
     "jobs_recover",
     "local_admin_create",
     "model_load_failures",
+    "one_at_a_time",
     "quota_claim",
     "run_create",
     "run_delete",

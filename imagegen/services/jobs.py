@@ -113,37 +113,37 @@ def job_claim(*, model: type[Job], job_id, worker: str) -> Job | None:
     return model.objects.get(pk=job_id) if claimed else None
 
 
-def job_execute(
-    *, model: type[Job], job_id, worker: str, perform: Perform | None = None, perform_batch: PerformBatch | None = None
-) -> None:
+def job_execute(*, model: type[Job], job_id, worker: str, perform_batch: PerformBatch) -> None:
     """Claim the job, do its work, store the outcome and report every change of state.
 
-    A kind that can batch (`perform_batch`) also claims up to batch_limit() − 1 compatible jobs
-    already waiting in the queue and does them all in one go; it never waits for more to arrive,
-    so a lone job starts as soon as it would alone. Their own messages, delivered later, find
-    them claimed and do nothing. A kind that cannot gives `perform`, which does one job.
+    A kind that can batch (Job.batch_fields) also claims compatible jobs already waiting in the
+    queue and does them all in one go; it never waits for more to arrive, so a lone job starts as
+    soon as it would alone. Their own messages, delivered later, find them claimed and do nothing.
+    A kind whose work is one job at a time gives `one_at_a_time(perform)`.
     """
     job = job_claim(model=model, job_id=job_id, worker=worker)
     if job is None:
         logger.info("%s %s is not queued any more; nothing to do", model._meta.verbose_name.capitalize(), job_id)
         return
-    if perform_batch is None:
-        job_perform(job=job, perform=perform)
-        return
-    from .workers import batch_limit
-
-    jobs = [job, *job_claim_companions(job=job, limit=batch_limit() - 1)]
+    jobs = [job, *job_claim_companions(job=job)]
     if len(jobs) > 1:
         logger.info("%s %s runs in a batch of %s", model._meta.verbose_name.capitalize(), job_id, len(jobs))
     jobs_perform(jobs=jobs, perform_batch=perform_batch)
 
 
-def job_claim_companions(*, job: Job, limit: int) -> list[Job]:
-    """Claim for the job's worker up to `limit` other queued jobs of its kind that can share its
-    pipeline call (equal in every one of Job.batch_fields), oldest first, each with the same
-    conditional update as any claim: a job another worker takes meanwhile is simply skipped."""
+def job_claim_companions(*, job: Job, limit: int | None = None) -> list[Job]:
+    """Claim for the job's worker up to `limit` (by default batch_limit() − 1) other queued jobs of
+    its kind that can share its pipeline call (equal in every one of Job.batch_fields), oldest
+    first, each with the same conditional update as any claim: a job another worker takes
+    meanwhile is simply skipped. A kind without batch_fields has none."""
     model = type(job)
-    if limit < 1 or not model.batch_fields:
+    if not model.batch_fields:
+        return []
+    if limit is None:
+        from .workers import batch_limit
+
+        limit = batch_limit() - 1
+    if limit < 1:
         return []
     alike = {name: getattr(job, name) for name in model.batch_fields}
     waiting = (
@@ -156,9 +156,14 @@ def job_claim_companions(*, job: Job, limit: int) -> list[Job]:
     return [companion for companion in claimed if companion is not None]
 
 
+def one_at_a_time(perform: Perform) -> PerformBatch:
+    """The batch form of a `perform` that does one job (its batches are always of one)."""
+    return lambda jobs, on_steps: [perform(job, on_step) for job, on_step in zip(jobs, on_steps, strict=True)]
+
+
 def job_perform(*, job: Job, perform: Perform) -> None:
     """Do a claimed job's work and store its outcome, or fail it with a message a user can read."""
-    jobs_perform(jobs=[job], perform_batch=lambda jobs, on_steps: [perform(jobs[0], on_steps[0])])
+    jobs_perform(jobs=[job], perform_batch=one_at_a_time(perform))
 
 
 def jobs_perform(*, jobs: list[Job], perform_batch: PerformBatch) -> None:

@@ -201,24 +201,26 @@ def runs_perform(runs: list[Run], on_steps: list[ProgressReporter]) -> list[JobO
     """Generate the images of runs that can share a pipeline call (Run.batch_fields) in one call,
     each from its own seeds. A run whose request cannot be made (its init image is gone) fails
     alone, and one its user cancels meanwhile ends with GenerationCancelled; the others go on."""
-    outcomes: list[JobOutcome | Exception] = [GenerationCancelled("Cancelled.")] * len(runs)
-    ready: list[tuple[int, GenerationRequest]] = []
+    outcomes: dict[int, JobOutcome | Exception] = {}
+    requests: dict[int, GenerationRequest] = {}
     for index, run in enumerate(runs):
         try:
-            ready.append((index, _generation_request(run)))
+            requests[index] = _generation_request(run)
         except Exception as error:
             outcomes[index] = error
-    if ready:
+    if requests:
         engine = current_engine()
         results = engine.generate_batch(
-            [request for _, request in ready],
-            on_steps=[on_steps[index] for index, _ in ready],
+            list(requests.values()),
+            on_steps=[on_steps[index] for index in requests],
             preview_every=settings.IMAGEGEN_PREVIEW_EVERY,
         )
-        for (index, _), result in zip(ready, results, strict=True):
-            if result is not None:
+        for index, result in zip(requests, results, strict=True):
+            if result is None:  # its user cancelled it during the call
+                outcomes[index] = GenerationCancelled("Cancelled.")
+            else:
                 outcomes[index] = _outcome(runs[index], result, model=engine.model_name)
-    return outcomes
+    return [outcomes[index] for index in range(len(runs))]
 
 
 def _generation_request(run: Run) -> GenerationRequest:

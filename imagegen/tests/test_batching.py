@@ -8,7 +8,8 @@ from PIL import Image as PILImage
 
 from imagegen import services
 from imagegen.engine import Engine, GenerationCancelled, GenerationRequest, OutOfMemoryError, read_png_parameters
-from imagegen.engine.pipelines import PreviewPacer, batch_key
+from imagegen.engine.pipelines import batch_key
+from imagegen.engine.previews import PreviewPacer
 from imagegen.models import JobStatus, Run
 from imagegen.progress import ProgressReporter
 

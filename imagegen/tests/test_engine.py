@@ -25,7 +25,7 @@ from imagegen.engine import (
     random_seed,
     read_png_parameters,
 )
-from imagegen.engine.pipelines import PreviewPacer
+from imagegen.engine.previews import PreviewPacer
 from imagegen.engine.tiny import ensure_tiny_model
 
 
