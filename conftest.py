@@ -122,7 +122,10 @@ def user_client(client):
 
 @pytest.fixture(scope="session")
 def live_stack(django_db_setup, redis_server, tmp_path_factory):
-    stack = start_stack(tmp_path_factory.mktemp("stack"), redis_server.url(0), **NO_FAIR_USE_LIMITS)
+    folder = tmp_path_factory.mktemp("stack")
+    # Empty: tests that need a LoRA or an embedding write one there (imagegen/tests/test_addons.py).
+    (folder / "loras").mkdir()
+    stack = start_stack(folder, redis_server.url(0), IMAGEGEN_LORA_DIR=str(folder / "loras"), **NO_FAIR_USE_LIMITS)
     yield stack
     stack.stop()
 

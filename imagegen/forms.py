@@ -1,8 +1,10 @@
 """The forms that validate a generation request; the page, the API and commands all use them."""
 
 from django import forms
+from django.conf import settings
 
 from . import limits
+from .engine.addons import AddOnError, AddOnFolder
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
 from .validators import validate_side
 
@@ -12,6 +14,9 @@ class GenerateForm(forms.Form):
         max_length=limits.MAX_PROMPT_LENGTH,
         strip=True,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "A lighthouse at dawn, oil painting"}),
+        # The page names what this server offers instead (see __init__).
+        help_text="`<lora:name:weight>` applies one of the server's LoRAs (weight -4 to 4, default 1); "
+        "an embedding's name calls it.",
     )
     negative_prompt = forms.CharField(
         max_length=limits.MAX_PROMPT_LENGTH, required=False, strip=True, widget=forms.Textarea(attrs={"rows": 2})
@@ -46,6 +51,23 @@ class GenerateForm(forms.Form):
     scheduler = forms.ChoiceField(
         label="Sampler", choices=list(SAMPLER_LABELS.items()), initial=DEFAULT_SCHEDULER, required=False
     )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        addons = AddOnFolder(settings.IMAGEGEN_LORA_DIR)
+        offered = [
+            f"LoRAs, as <lora:name:weight>: {', '.join(names)}." if (names := addons.lora_names()) else "",
+            f"Embeddings, by name: {', '.join(names)}." if (names := addons.embedding_names()) else "",
+        ]
+        self.fields["prompt"].help_text = " ".join(part for part in offered if part)
+
+    def clean_prompt(self) -> str:
+        prompt = self.cleaned_data["prompt"]
+        try:
+            AddOnFolder(settings.IMAGEGEN_LORA_DIR).check_prompt(prompt)
+        except (ValueError, AddOnError) as error:
+            raise forms.ValidationError(str(error), code="lora") from None
+        return prompt
 
     def clean_scheduler(self) -> str:
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER

@@ -91,6 +91,8 @@ class Job(models.Model):
     live_template: ClassVar[str] = "partials/job.html#job-live"
     # Jobs of this kind equal in these fields can share one pipeline call (a batch); none: never.
     batch_fields: ClassVar[tuple[str, ...]] = ()
+    # Jobs of this kind that never share a call, whatever their batch_fields; None: no such jobs.
+    unbatchable: ClassVar[models.Q | None] = None
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
@@ -165,6 +167,8 @@ class Run(Job):
     cancel_url_name = "imagegen:run_cancel"
     # The same model, pipeline (and strength), size, steps, sampler and guidance; prompts and seeds may differ.
     batch_fields = ("model", "generation_type", "strength", "width", "height", "steps", "scheduler", "guidance_scale")
+    # A LoRA changes the weights for the whole call (engine.batch_key).
+    unbatchable = models.Q(prompt__contains="<lora:")
 
     class GenerationType(models.TextChoices):
         TEXT_TO_IMAGE = "text_to_image", "Text to image"

@@ -299,6 +299,11 @@ IMAGEGEN_INPAINT_MODEL = os.environ.get("IMAGEGEN_INPAINT_MODEL", "")
 # weights file (e.g. /models/IP-Adapter/models/ip-adapter_sd15.safetensors) with its image encoder in
 # image_encoder/ beside it. Empty: reference-only attention, which needs no extra weights.
 IMAGEGEN_IP_ADAPTER = os.environ.get("IMAGEGEN_IP_ADAPTER", "")
+# LoRAs (<name>.safetensors, applied with <lora:name:weight> in a prompt) and, in its embeddings/
+# sub-folder, textual-inversion embeddings (called by name), as AUTOMATIC1111 keeps them. Web
+# processes read it to check prompts, workers to apply them: all must see the same folder.
+# Empty: none offered.
+IMAGEGEN_LORA_DIR = os.environ.get("IMAGEGEN_LORA_DIR", "")
 # How strongly results follow the reference through the IP-Adapter: 0 not at all, 1 as trained.
 IMAGEGEN_IP_ADAPTER_SCALE = float(os.environ.get("IMAGEGEN_IP_ADAPTER_SCALE") or "0.6")
 if IMAGEGEN_IP_ADAPTER_SCALE < 0:

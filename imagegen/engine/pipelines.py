@@ -25,13 +25,15 @@ from diffusers import (
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
 )
+from diffusers.models.attention_processor import FusedAttnProcessor2_0
 from PIL import Image
 
+from .addons import AddOnError, AddOnFolder, PromptLora
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
 from .previews import PreviewPacer, latents_to_preview
-from .reference import reference_attention
+from .reference import reference_attention, unfused_processor
 from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
 from .tiny import ensure_tiny_model
 
@@ -152,6 +154,7 @@ class Engine:
         ip_adapter: str | Path | None = None,
         ip_adapter_scale: float = DEFAULT_IP_ADAPTER_SCALE,
         compile: str = "off",
+        lora_dir: str | Path | None = None,
     ) -> None:
         self.model = model
         self.cache_dir = Path(cache_dir)
@@ -174,6 +177,8 @@ class Engine:
         self.ip_adapter = str(ip_adapter) if ip_adapter else None
         self.ip_adapter_scale = ip_adapter_scale
         self._ip_adapter: IPAdapter | None = None
+        # LoRAs and textual-inversion embeddings that prompts name (see addons).
+        self.addons = AddOnFolder(lora_dir)
         self._pipeline: StableDiffusionPipeline | None = None
         self._derived: dict[type, DiffusionPipeline] = {}
         self._scheduler_config: Any = None
@@ -335,6 +340,52 @@ class Engine:
         # recompile for at every job: they run on the uncompiled one (entered first, so they see it).
         return _stacked(_uncompiled_unet(pipe), context), inputs, described
 
+    def _load_embeddings(self, pipe: DiffusionPipeline, requests: list[GenerationRequest]) -> None:
+        """Load into pipe's tokenizer and text encoder the folder's embeddings that the prompts
+        name and it lacks. They stay loaded: a word calls its embedding in every later prompt,
+        as it would have if loaded at start (the tokenizer matches added words anywhere in a text,
+        so any text containing the name loads it)."""
+        files = self.addons.embedding_files()
+        if not files:
+            return
+        texts = [text for request in requests for text in (request.prompt_text, request.negative_prompt)]
+        loaded = pipe.tokenizer.get_added_vocab()
+        for name, path in files.items():
+            if name in loaded or not any(name in text for text in texts):
+                continue
+            logger.info("Loading embedding %s", name)
+            try:
+                pipe.load_textual_inversion(str(path), token=name)
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                logger.error("Could not load the embedding %s from %s: %s", name, path, exc)
+                raise AddOnError(f"The embedding {name!r} could not be loaded.") from exc
+
+    @contextmanager
+    def _loras_applied(self, pipe: DiffusionPipeline, loras: tuple[PromptLora, ...]) -> Iterator[None]:
+        """Within the block, pipe's UNet and text encoder carry the LoRAs at their weights; after
+        it, none (the next job gets the model's own weights)."""
+        if not loras:
+            yield
+            return
+        adapters: list[str] = []
+        # LoRA layers replace the UNet's modules, which a compiled UNet would recompile for at
+        # every job, and project queries, keys and values separately, which fused attention skips.
+        with _stacked(_uncompiled_unet(pipe), _separate_projections(pipe)):
+            try:
+                for index, lora in enumerate(loras):
+                    path = self.addons.lora_file(lora.name)
+                    try:
+                        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=f"lora{index}")
+                    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                        logger.error("Could not load the LoRA %s from %s: %s", lora.name, path, exc)
+                        raise AddOnError(f"The LoRA {lora.name!r} could not be loaded.") from exc
+                    adapters.append(f"lora{index}")
+                pipe.set_adapters(adapters, adapter_weights=[lora.weight for lora in loras])
+                yield
+            finally:
+                if adapters:
+                    pipe.unload_lora_weights()
+
     def _derive(self, cls: type[DiffusionPipeline]) -> DiffusionPipeline:
         with self._lock:
             if cls not in self._derived:
@@ -461,6 +512,7 @@ class Engine:
             pipe = self.pipeline
             inputs = {"width": width, "height": height}
         conditioning, conditioning_inputs, reference = self._conditioning(pipe, first)
+        self._load_embeddings(pipe, requests)
 
         # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
         generator_device = self.device if self.device.startswith("cuda") else "cpu"
@@ -472,9 +524,9 @@ class Engine:
                 self._scheduler_config, **_SCHEDULER_OVERRIDES.get(first.scheduler, {})
             )
             try:
-                with torch.inference_mode(), conditioning:
+                with self._loras_applied(pipe, first.loras), torch.inference_mode(), conditioning:
                     output = pipe(
-                        prompt=each(lambda request: request.prompt),
+                        prompt=each(lambda request: request.prompt_text),
                         negative_prompt=each(lambda request: request.negative_prompt),
                         num_inference_steps=first.steps,
                         guidance_scale=first.guidance_scale,
@@ -545,6 +597,22 @@ def _uncompiled_unet(pipe: DiffusionPipeline) -> Iterator[None]:
 
 
 @contextmanager
+def _separate_projections(pipe: DiffusionPipeline) -> Iterator[None]:
+    """Within the block, pipe's attention projects queries, keys and values with the layers' own
+    separate projections (which fusing keeps) instead of the fused one compiled mode installs."""
+    unet = pipe.unet
+    originals = unet.attn_processors
+    if not any(isinstance(processor, FusedAttnProcessor2_0) for processor in originals.values()):
+        yield
+        return
+    unet.set_attn_processor({name: unfused_processor(processor) for name, processor in originals.items()})
+    try:
+        yield
+    finally:
+        unet.set_attn_processor(originals)
+
+
+@contextmanager
 def _stacked(*contexts: AbstractContextManager) -> Iterator[None]:
     """The contexts entered in order (each one sees what the ones before it set up), left in reverse."""
     with ExitStack() as stack:
@@ -555,8 +623,8 @@ def _stacked(*contexts: AbstractContextManager) -> Iterator[None]:
 
 def batch_key(request: GenerationRequest) -> tuple | None:
     """What requests must agree on to share one pipeline call; None for one that cannot share
-    (a mask or a reference image conditions the whole call)."""
-    if request.mask_image is not None or request.reference_image is not None:
+    (a mask, a reference image or a LoRA conditions the whole call)."""
+    if request.mask_image is not None or request.reference_image is not None or request.loras:
         return None
     size = request.init_image.size if request.init_image is not None else (request.width, request.height)
     pipeline = "text-to-image" if request.init_image is None else "image-to-image"

@@ -54,7 +54,7 @@ class ReferenceAttention:
         return own + self.state.weight * (with_reference - own)
 
 
-def _unfused(processor: object) -> object:
+def unfused_processor(processor: object) -> object:
     """A processor that attends to other keys than the layer's own input: a fused one (compiled
     mode fuses the query, key and value projections) projects keys from its input only, so the
     layer's separate projections, which fusing keeps, do it instead."""
@@ -89,7 +89,9 @@ def reference_attention(
     originals = unet.attn_processors
     unet.set_attn_processor(
         {
-            name: ReferenceAttention(_unfused(processor), state) if name.endswith("attn1.processor") else processor
+            name: ReferenceAttention(unfused_processor(processor), state)
+            if name.endswith("attn1.processor")
+            else processor
             for name, processor in originals.items()
         }
     )

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from .addons import PromptLora, split_loras
+
 DEFAULT_SCHEDULER = "euler_a"
 # How often a job's progress (and the preview it carries) is pushed to its watchers at most:
 # progress.PUSH_INTERVAL is this, and the engine makes previews no more often (PreviewPacer).
@@ -49,6 +51,7 @@ class GenerationRequest:
     reference_weight: float = 0.5
 
     def __post_init__(self) -> None:
+        split_loras(self.prompt)  # a LoRA weight that is not a number in range raises ValueError
         if self.scheduler not in SAMPLER_LABELS:
             raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SAMPLER_LABELS)}.")
         if self.init_image is not None and (self.strength is None or not 0.0 <= self.strength <= 1.0):
@@ -57,6 +60,16 @@ class GenerationRequest:
             raise ValueError("Inpainting needs an init image and a mask of the same size.")
         if not 0.0 <= self.reference_weight <= 1.0:
             raise ValueError("The reference weight must be between 0.0 and 1.0.")
+
+    @property
+    def loras(self) -> tuple[PromptLora, ...]:
+        """The LoRAs the prompt applies with <lora:name:weight> tags."""
+        return split_loras(self.prompt)[1]
+
+    @property
+    def prompt_text(self) -> str:
+        """What the text encoder reads: the prompt without its LoRA tags."""
+        return split_loras(self.prompt)[0]
 
 
 def effective_steps(steps: int, strength: float | None) -> int:

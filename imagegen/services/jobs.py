@@ -135,7 +135,8 @@ def job_claim_companions(*, job: Job, limit: int | None = None) -> list[Job]:
     """Claim for the job's worker up to `limit` (by default batch_limit() − 1) other queued jobs of
     its kind that can share its pipeline call (equal in every one of Job.batch_fields), oldest
     first, each with the same conditional update as any claim: a job another worker takes
-    meanwhile is simply skipped. A kind without batch_fields has none."""
+    meanwhile is simply skipped. A kind without batch_fields has none, and neither has nor is
+    one of its `unbatchable` jobs."""
     model = type(job)
     if not model.batch_fields:
         return []
@@ -146,12 +147,12 @@ def job_claim_companions(*, job: Job, limit: int | None = None) -> list[Job]:
     if limit < 1:
         return []
     alike = {name: getattr(job, name) for name in model.batch_fields}
-    waiting = (
-        model.objects.filter(status=JobStatus.QUEUED, **alike)
-        .exclude(pk=job.pk)
-        .order_by("queued_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+    waiting = model.objects.filter(status=JobStatus.QUEUED, **alike).exclude(pk=job.pk)
+    if model.unbatchable is not None:
+        if model.objects.filter(model.unbatchable, pk=job.pk).exists():
+            return []
+        waiting = waiting.exclude(model.unbatchable)
+    waiting = waiting.order_by("queued_at").values_list("pk", flat=True)[:limit]
     claimed = (job_claim(model=model, job_id=pk, worker=job.worker) for pk in waiting)
     return [companion for companion in claimed if companion is not None]
 

@@ -35,6 +35,7 @@ def current_engine():
         ip_adapter=settings.IMAGEGEN_IP_ADAPTER or None,
         ip_adapter_scale=settings.IMAGEGEN_IP_ADAPTER_SCALE,
         compile=settings.IMAGEGEN_COMPILE,
+        lora_dir=settings.IMAGEGEN_LORA_DIR or None,
     )
 
 
