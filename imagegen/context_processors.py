@@ -1,7 +1,8 @@
 """Template context every page needs: which model the workers run."""
 
-from django.conf import settings
+from .services.catalog import default_model
 
 
 def engine_info(request) -> dict:
-    return {"model_name": settings.IMAGEGEN_MODEL, "model_is_tiny": settings.IMAGEGEN_MODEL == "tiny"}
+    model = default_model()
+    return {"model_name": model.label, "model_is_tiny": model.id == "tiny"}

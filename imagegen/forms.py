@@ -6,6 +6,7 @@ from django.conf import settings
 from . import limits
 from .engine.addons import AddOnError, AddOnFolder
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
+from .services.catalog import default_model, models_offered
 from .validators import validate_side
 
 
@@ -48,6 +49,12 @@ class GenerateForm(forms.Form):
         required=False,
         help_text="Leave empty for a random seed.",
     )
+    model = forms.ChoiceField(
+        # Read at each use, so the list follows IMAGEGEN_MODELS.
+        choices=lambda: [(model.id, model.label) for model in models_offered().values()],
+        required=False,
+        help_text="Leave empty for the default (the first).",
+    )
     scheduler = forms.ChoiceField(
         label="Sampler", choices=list(SAMPLER_LABELS.items()), initial=DEFAULT_SCHEDULER, required=False
     )
@@ -61,6 +68,11 @@ class GenerateForm(forms.Form):
         ]
         self.fields["prompt"].help_text = " ".join(part for part in offered if part)
 
+    @property
+    def offers_models(self) -> bool:
+        """Whether users have a model to choose (the page shows the choice only then)."""
+        return len(models_offered()) > 1
+
     def clean_prompt(self) -> str:
         prompt = self.cleaned_data["prompt"]
         try:
@@ -68,6 +80,9 @@ class GenerateForm(forms.Form):
         except (ValueError, AddOnError) as error:
             raise forms.ValidationError(str(error), code="lora") from None
         return prompt
+
+    def clean_model(self) -> str:
+        return self.cleaned_data["model"] or default_model().id
 
     def clean_scheduler(self) -> str:
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from servestatic.compress import Compressor
 
+from imagegen.engine.catalog import parse_models
 from imagegen.limits import DEFAULT_MAX_REQUEST_BYTES, MAX_UPLOAD_BYTES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -289,6 +290,16 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # The diffusion engine.
 IMAGEGEN_MODEL = os.environ.get("IMAGEGEN_MODEL", "tiny")
+# The models users choose from, "source=label; source=label" (a folder or a repo id each; the first
+# is the default). Empty: IMAGEGEN_MODEL alone.
+IMAGEGEN_MODELS = os.environ.get("IMAGEGEN_MODELS", "")
+try:
+    parse_models(IMAGEGEN_MODELS or IMAGEGEN_MODEL)
+except ValueError as error:
+    raise ImproperlyConfigured(f"IMAGEGEN_MODELS: {error}") from None
+# How much memory (GB) a worker's loaded models may take together before it unloads the one used
+# longest ago; empty: half of the GPU's memory (or, without one, of the machine's).
+IMAGEGEN_MODEL_MEMORY_GB = float(os.environ.get("IMAGEGEN_MODEL_MEMORY_GB") or 0) or None
 IMAGEGEN_DEVICE = os.environ.get("IMAGEGEN_DEVICE", "auto")
 IMAGEGEN_DTYPE = os.environ.get("IMAGEGEN_DTYPE", "auto")
 IMAGEGEN_MODEL_CACHE = Path(os.environ.get("IMAGEGEN_MODEL_CACHE", VAR_DIR / "models"))

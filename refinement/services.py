@@ -25,6 +25,7 @@ from imagegen.services import (
     image_store,
     job_enqueue,
     job_execute,
+    model_to_reuse,
     one_at_a_time,
     quota_claim,
 )
@@ -91,7 +92,7 @@ def refinement_create(
             total_steps=plan.total_steps,
             # Always stored, so every version can be made again.
             seed=random_seed() if seed is None else seed,
-            model=settings.IMAGEGEN_MODEL,
+            model=model_to_reuse(run.model).id,
         )
         job_enqueue(job=refinement)
     return refinement
@@ -119,7 +120,7 @@ def refinement_perform(refinement: Refinement, on_step: ProgressReporter) -> Job
     stage = STAGES.get(refinement.type)
     if stage is None:
         raise CannotRefineError(f"{refinement.get_type_display()} is not available yet.")
-    engine = current_engine()
+    engine = current_engine(refinement.model)
     given = StageInput(
         parent=load_base_image(refinement),
         payload=refinement.payload,

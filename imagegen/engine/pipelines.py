@@ -1,5 +1,6 @@
 """Load a Stable Diffusion model once per process and run text-to-image and image-to-image jobs on it."""
 
+import gc
 import logging
 import os
 import queue
@@ -190,6 +191,38 @@ class Engine:
         """Load the model unless it is already loaded."""
         if self._pipeline is None:
             on_torch_thread(self._load)
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipeline is not None
+
+    def unload(self) -> None:
+        """Let go of the model's weights (and its inpainting checkpoint's and IP-Adapter's); a
+        later job loads it again."""
+        on_torch_thread(self._unload)
+
+    def _unload(self) -> None:
+        with self._lock:
+            self._pipeline, self._derived, self._inpaint_checkpoint, self._ip_adapter = None, {}, None, None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def weight_bytes(self) -> int:
+        """The memory the loaded weights take (0 when not loaded): the model's modules, shared by
+        its derived pipelines, and an inpainting checkpoint's."""
+        modules = {
+            id(module): module
+            for pipe in (self._pipeline, self._inpaint_checkpoint)
+            if pipe is not None
+            for module in pipe.components.values()
+            if isinstance(module, torch.nn.Module)
+        }
+        return sum(
+            tensor.numel() * tensor.element_size()
+            for module in modules.values()
+            for tensor in (*module.parameters(), *module.buffers())
+        )
 
     def _load(self) -> None:
         global _load_count
@@ -648,13 +681,41 @@ def _model_name(model: str) -> str:
     return Path(model).name if Path(model).is_dir() else model
 
 
-def get_engine(model: str, **options: Any) -> Engine:
+def get_engine(model: str, *, memory_budget: int | None = None, **options: Any) -> Engine:
     """Return this process's loaded Engine for this model and these options (Engine's keyword
-    arguments: cache_dir, device, inpaint_model…), creating and loading it on first use."""
+    arguments: cache_dir, device, inpaint_model…), creating and loading it on first use.
+
+    With a memory budget (bytes), the process keeps the engines it has loaded while their weights
+    fit in it together, and unloads the ones used longest ago to make room: before loading a new
+    one (assuming it is as large as the largest loaded) and again once it is loaded.
+    """
     key = (model, *sorted((name, str(value)) for name, value in options.items()))
     with _engines_lock:
-        if key not in _engines:
-            _engines[key] = Engine(model, **options)
-        engine = _engines[key]
+        engine = _engines.pop(key, None)
+        if engine is None:
+            engine = Engine(model, **options)
+        _engines[key] = engine  # the most recently used last
+    if memory_budget is not None and not engine.loaded:
+        largest = max((other.weight_bytes() for other in _engines.values()), default=0)
+        _unload_over_budget(memory_budget - largest, keep=engine)
     engine.load()
+    if memory_budget is not None:
+        _unload_over_budget(memory_budget, keep=engine)
     return engine
+
+
+def loaded_engines() -> list[Engine]:
+    """The engines this process holds loaded, the one used longest ago first."""
+    with _engines_lock:
+        return [engine for engine in _engines.values() if engine.loaded]
+
+
+def _unload_over_budget(budget: int, *, keep: Engine) -> None:
+    with _engines_lock:
+        for key, engine in list(_engines.items()):
+            if sum(other.weight_bytes() for other in _engines.values()) <= budget:
+                return
+            if engine is not keep:
+                logger.info("Unloading model %s to make room (IMAGEGEN_MODEL_MEMORY_GB)", engine.model_name)
+                engine.unload()
+                del _engines[key]

@@ -2,6 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create
+from .catalog import default_model, model_to_reuse, models_offered, offered_model
 from .images import OutputImage, image_open_rgb, image_store, image_thumbnail_open
 from .jobs import (
     NOT_SAVED,
@@ -58,6 +59,7 @@ __all__ = [
     "batch_limit",
     "current_engine",
     "daily_quota",
+    "default_model",
     "engine_warm_up",
     "image_open_rgb",
     "image_store",
@@ -74,6 +76,9 @@ __all__ = [
     "jobs_recover",
     "local_admin_create",
     "model_load_failures",
+    "model_to_reuse",
+    "models_offered",
+    "offered_model",
     "one_at_a_time",
     "quota_claim",
     "run_create",

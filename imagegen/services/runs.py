@@ -19,6 +19,7 @@ from ..engine import (
 )
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
+from .catalog import default_model, model_to_reuse
 from .images import OutputImage, image_open_rgb, image_store
 from .jobs import JobOutcome, job_cancel, job_enqueue, job_execute
 from .quota import quota_claim
@@ -49,6 +50,7 @@ def run_create(
     init_image: Image | None = None,
     init_upload: "NormalisedImage | None" = None,
     strength: float | None = None,
+    model: str | None = None,
 ) -> Run:
     """Store a queued run and send it to the workers once committed.
 
@@ -86,7 +88,7 @@ def run_create(
                 # Always stored, so every image can be made again: draw one when none was given.
                 seed=random_seed() if seed is None else seed,
                 scheduler=scheduler,
-                model=settings.IMAGEGEN_MODEL,
+                model=model or default_model().id,
                 batch_size=batch_size,
             )
             job_enqueue(job=run)
@@ -157,6 +159,7 @@ def run_variation_create(*, run: Run) -> Run:
         batch_size=run.batch_size,
         init_image=run.init_image,
         strength=run.strength_float,
+        model=model_to_reuse(run.model).id,
     )
 
 
@@ -209,7 +212,7 @@ def runs_perform(runs: list[Run], on_steps: list[ProgressReporter]) -> list[JobO
         except Exception as error:
             outcomes[index] = error
     if requests:
-        engine = current_engine()
+        engine = current_engine(runs[0].model)  # Run.batch_fields: a batch shares its model
         results = engine.generate_batch(
             list(requests.values()),
             on_steps=[on_steps[index] for index in requests],

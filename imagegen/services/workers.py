@@ -3,6 +3,7 @@ record operators read when it cannot be loaded, and the beat that tells the heal
 
 import json
 import logging
+import os
 import threading
 import time
 
@@ -11,7 +12,8 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from .. import liveness
-from ..engine import ModelLoadError
+from ..engine import EngineError, ModelLoadError
+from .catalog import default_model, offered_model
 
 logger = logging.getLogger("imagegen.services")
 
@@ -22,12 +24,18 @@ MODEL_UNAVAILABLE = "The image model is not available right now. An administrato
 MODEL_LOAD_FAILURES_KEY = "imagegen:model-load-failures"
 
 
-def current_engine():
-    """The warm engine of this worker process (loaded on first use, then kept)."""
+def current_engine(model: str | None = None):
+    """This worker process's engine for the model a job names (an id of models_offered; None: the
+    default), loaded on first use and kept warm while IMAGEGEN_MODEL_MEMORY_GB holds it with the
+    others this worker has loaded. Raises EngineError for a model no longer offered."""
     from ..engine import get_engine
 
+    offered = default_model() if model is None else offered_model(model)
+    if offered is None:
+        raise EngineError(f"The model {model!r} is not offered here any more; choose another one.")
     return get_engine(
-        settings.IMAGEGEN_MODEL,
+        offered.source,
+        memory_budget=model_memory_budget(),
         device=settings.IMAGEGEN_DEVICE,
         dtype=settings.IMAGEGEN_DTYPE,
         cache_dir=settings.IMAGEGEN_MODEL_CACHE,
@@ -37,6 +45,20 @@ def current_engine():
         compile=settings.IMAGEGEN_COMPILE,
         lora_dir=settings.IMAGEGEN_LORA_DIR or None,
     )
+
+
+def model_memory_budget() -> int:
+    """Bytes a worker's loaded models may take together: IMAGEGEN_MODEL_MEMORY_GB, or half of the
+    GPU's memory (of the machine's without one)."""
+    if settings.IMAGEGEN_MODEL_MEMORY_GB:
+        return int(settings.IMAGEGEN_MODEL_MEMORY_GB * 2**30)
+    import torch
+
+    from ..engine.pipelines import resolve_device
+
+    if resolve_device(settings.IMAGEGEN_DEVICE).startswith("cuda"):
+        return torch.cuda.get_device_properties(0).total_memory // 2
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def batch_limit() -> int:
@@ -76,7 +98,7 @@ def engine_warm_up(*, worker: str = "") -> None:
 def model_load_failure_record(*, worker: str, detail: str) -> None:
     """Keep the worker's latest model-load failure, with its details, for the operations page;
     an empty `detail` (the model loaded) clears it."""
-    record = {"worker": worker, "detail": detail, "model": settings.IMAGEGEN_MODEL, "at": timezone.now().isoformat()}
+    record = {"worker": worker, "detail": detail, "model": default_model().id, "at": timezone.now().isoformat()}
     try:
         if detail:
             liveness.redis_client().hset(MODEL_LOAD_FAILURES_KEY, worker or "unknown", json.dumps(record))

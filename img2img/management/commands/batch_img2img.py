@@ -8,7 +8,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError
@@ -64,7 +63,7 @@ class BatchSettings:
             "steps": self.steps,
             "guidance": self.guidance_scale,
             "seed": self.seed,
-            "model": settings.IMAGEGEN_MODEL,
+            "model": services.default_model().id,
         }
 
 

@@ -1,0 +1,40 @@
+"""The models a deployment offers (IMAGEGEN_MODELS): what users choose from, and where each one is.
+
+Kept free of torch and diffusers, so the web process can list and check them.
+"""
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+
+@dataclass(frozen=True)
+class OfferedModel:
+    id: str  # what runs record, forms and the API take, and PNG parameters print
+    source: str  # a local folder or a Hugging Face repo id, as the engine loads it
+    label: str  # what the page shows
+
+
+def model_id(source: str) -> str:
+    """A model's id: a local folder by its name (users never see the server's paths), anything
+    else (a repo id such as "org/name", or "tiny") as written."""
+    if source.startswith(("/", "./", "../", "~")):
+        return PurePath(source).name
+    return source
+
+
+def parse_models(text: str) -> dict[str, OfferedModel]:
+    """Models written "source=label; source=label" (a label may be left out: the id is shown),
+    in the order given; the first is the default. Raises ValueError for an empty list or two
+    models with one id."""
+    offered: dict[str, OfferedModel] = {}
+    for entry in text.replace("\n", ";").split(";"):
+        source, _, label = (part.strip() for part in entry.partition("="))
+        if not source:
+            continue
+        identifier = model_id(source)
+        if identifier in offered:
+            raise ValueError(f"Two models are called {identifier!r}; give one of them another folder name.")
+        offered[identifier] = OfferedModel(id=identifier, source=source, label=label or identifier)
+    if not offered:
+        raise ValueError(f"No model is listed in {text!r}; write source=label; source=label.")
+    return offered
