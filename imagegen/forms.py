@@ -52,9 +52,8 @@ class GenerateForm(forms.Form):
         initial=limits.HIRES_OFF,
         required=False,
         validators=[validate_hires_scale],
-        help_text=f"{limits.HIRES_OFF:g} is off. {limits.MIN_HIRES_SCALE:g} to {limits.MAX_HIRES_SCALE:g}: "
-        f"the image is made at Width × Height, upscaled by this much and redrawn at the larger size "
-        f"(at most {limits.MAX_HIRES_SIDE} px a side).",
+        help_text=f"{limits.HIRES_OFF:g} is off; {limits.MIN_HIRES_SCALE:g}–{limits.MAX_HIRES_SCALE:g}: made at "
+        f"Width × Height, then upscaled and redrawn (at most {limits.MAX_HIRES_SIDE} px a side).",
         widget=forms.NumberInput(
             attrs={"step": limits.HIRES_SCALE_STEP, "min": limits.HIRES_OFF, "max": limits.MAX_HIRES_SCALE}
         ),
@@ -64,7 +63,7 @@ class GenerateForm(forms.Form):
         initial=limits.DEFAULT_HIRES_STRENGTH,
         required=False,
         validators=[validate_strength],
-        help_text="How much the hires pass redraws: 0 keeps the upscaled image, 1 redraws it all.",
+        help_text="How much the hires pass redraws: 0 keeps the upscale, 1 redraws it all.",
         widget=forms.NumberInput(
             attrs={"step": limits.STRENGTH_STEP, "min": limits.MIN_STRENGTH, "max": limits.MAX_STRENGTH}
         ),
@@ -74,7 +73,7 @@ class GenerateForm(forms.Form):
         min_value=limits.MIN_STEPS,
         max_value=limits.MAX_STEPS,
         required=False,
-        help_text="Steps of the hires pass (it runs this × its strength). Empty: as many as Steps.",
+        help_text="Of the hires pass (it runs steps × strength). Empty: as many as Steps.",
     )
 
     def clean_scheduler(self) -> str:
