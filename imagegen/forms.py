@@ -80,9 +80,10 @@ class GenerateForm(forms.Form):
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER
 
     def clean_hires_scale(self) -> float | None:
-        """None when the hires fix is off (left empty, or 1)."""
+        """None when the hires fix is off (left empty, or 1); else to the two decimals a run stores,
+        so the final size checked here is the one the run gets."""
         scale = self.cleaned_data["hires_scale"]
-        return None if scale is None or scale == limits.HIRES_OFF else scale
+        return None if scale is None or scale == limits.HIRES_OFF else round(scale, 2)
 
     def clean_hires_strength(self) -> float:
         strength = self.cleaned_data["hires_strength"]
