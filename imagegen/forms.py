@@ -5,9 +5,9 @@ from django.conf import settings
 
 from . import limits
 from .engine.addons import AddOnError, AddOnFolder
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
+from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, hires_size
 from .services.catalog import default_model, models_offered
-from .validators import validate_side
+from .validators import validate_hires_scale, validate_side, validate_strength
 
 
 class GenerateForm(forms.Form):
@@ -59,6 +59,35 @@ class GenerateForm(forms.Form):
         label="Sampler", choices=list(SAMPLER_LABELS.items()), initial=DEFAULT_SCHEDULER, required=False
     )
 
+    hires_scale = forms.FloatField(
+        label="Hires fix: upscale by",
+        initial=limits.HIRES_OFF,
+        required=False,
+        validators=[validate_hires_scale],
+        help_text=f"{limits.HIRES_OFF:g} is off; {limits.MIN_HIRES_SCALE:g}–{limits.MAX_HIRES_SCALE:g}: made at "
+        f"Width × Height, then upscaled and redrawn (at most {limits.MAX_HIRES_SIDE} px a side).",
+        widget=forms.NumberInput(
+            attrs={"step": limits.HIRES_SCALE_STEP, "min": limits.HIRES_OFF, "max": limits.MAX_HIRES_SCALE}
+        ),
+    )
+    hires_strength = forms.FloatField(
+        label="Hires strength",
+        initial=limits.DEFAULT_HIRES_STRENGTH,
+        required=False,
+        validators=[validate_strength],
+        help_text="How much the hires pass redraws: 0 keeps the upscale, 1 redraws it all.",
+        widget=forms.NumberInput(
+            attrs={"step": limits.STRENGTH_STEP, "min": limits.MIN_STRENGTH, "max": limits.MAX_STRENGTH}
+        ),
+    )
+    hires_steps = forms.IntegerField(
+        label="Hires steps",
+        min_value=limits.MIN_STEPS,
+        max_value=limits.MAX_STEPS,
+        required=False,
+        help_text="Of the hires pass (it runs steps × strength). Empty: as many as Steps.",
+    )
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         addons = AddOnFolder(settings.IMAGEGEN_LORA_DIR)
@@ -86,6 +115,29 @@ class GenerateForm(forms.Form):
 
     def clean_scheduler(self) -> str:
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER
+
+    def clean_hires_scale(self) -> float | None:
+        """None when the hires fix is off (left empty, or 1); else to the two decimals a run stores,
+        so the final size checked here is the one the run gets."""
+        scale = self.cleaned_data["hires_scale"]
+        return None if scale is None or scale == limits.HIRES_OFF else round(scale, 2)
+
+    def clean_hires_strength(self) -> float:
+        strength = self.cleaned_data["hires_strength"]
+        return limits.DEFAULT_HIRES_STRENGTH if strength is None else strength
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        scale, width, height = cleaned.get("hires_scale"), cleaned.get("width"), cleaned.get("height")
+        if scale and width and height:
+            final_width, final_height = hires_size(width, height, scale)
+            if max(final_width, final_height) > limits.MAX_HIRES_SIDE:
+                self.add_error(
+                    "hires_scale",
+                    f"{width}×{height} upscaled by {scale:g} is {final_width}×{final_height}; the hires fix "
+                    f"ends at {limits.MAX_HIRES_SIDE} px a side at most: choose a smaller scale or size.",
+                )
+        return cleaned
 
     def run_arguments(self) -> dict:
         """The cleaned values as keyword arguments of services.run_create."""

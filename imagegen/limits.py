@@ -1,11 +1,13 @@
 """The limits on what a user may ask for, defined once for the forms, the API and the models."""
 
+# Every side must be a multiple of this (8: the VAE works on 8×8 pixel blocks); the engine's, so
+# the hires fix's arithmetic and the forms' rule agree.
+from .engine.requests import SIDE_MULTIPLE  # noqa: F401 - one of the limits
+
 MAX_PROMPT_LENGTH = 1000
 MIN_STEPS, MAX_STEPS = 1, 150
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
 MIN_SIDE, MAX_SIDE = 64, 1024
-# The VAE works on 8×8 pixel blocks, so every side must be a multiple of 8.
-SIDE_MULTIPLE = 8
 MAX_SEED = 2**32 - 1
 DEFAULT_STEPS = 20
 API_DEFAULT_STEPS = 50
@@ -15,6 +17,14 @@ DEFAULT_SIDE = 512
 MIN_STRENGTH, MAX_STRENGTH = 0.0, 1.0
 DEFAULT_STRENGTH = 0.75
 STRENGTH_STEP = 0.05
+# Hires fix (text to image): a scale of 1 is off; otherwise the first pass (Width × Height, the
+# model's own size) is upscaled by MIN_HIRES_SCALE to MAX_HIRES_SCALE and redrawn, ending at most
+# MAX_HIRES_SIDE a side: what an SD 1.5-class model still redraws cleanly in one piece.
+HIRES_OFF = 1.0
+MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.25, 2.0
+HIRES_SCALE_STEP = 0.05
+DEFAULT_HIRES_STRENGTH = 0.5
+MAX_HIRES_SIDE = 1536
 
 MEGABYTE = 1024 * 1024
 # An uploaded image (init image, import, reference).

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
-from .validators import validate_strength
+from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, HiresFix, hires_first_pass_size
+from .validators import validate_hires_scale, validate_strength
 
 
 class Image(models.Model):
@@ -165,8 +165,21 @@ class Run(Job):
     dom_prefix = "run"
     live_url_name = "imagegen:run_live"
     cancel_url_name = "imagegen:run_cancel"
-    # The same model, pipeline (and strength), size, steps, sampler and guidance; prompts and seeds may differ.
-    batch_fields = ("model", "generation_type", "strength", "width", "height", "steps", "scheduler", "guidance_scale")
+    # The same model, pipeline (and strength), size, steps, sampler, guidance and hires fix; prompts
+    # and seeds may differ.
+    batch_fields = (
+        "model",
+        "generation_type",
+        "strength",
+        "width",
+        "height",
+        "steps",
+        "scheduler",
+        "guidance_scale",
+        "hires_scale",
+        "hires_strength",
+        "hires_steps",
+    )
     # A LoRA changes the weights for the whole call (engine.batch_key).
     unbatchable = models.Q(prompt__contains="<lora:")
 
@@ -196,6 +209,15 @@ class Run(Job):
     scheduler = models.CharField(max_length=20, choices=list(SAMPLER_LABELS.items()), default=DEFAULT_SCHEDULER)
     model = models.CharField(max_length=255)
     batch_size = models.PositiveSmallIntegerField(default=1)
+    # Hires fix (text to image; all three empty without one): made at first_pass_size, upscaled by
+    # hires_scale and redrawn at hires_strength for hires_steps. Width and height are the final size.
+    hires_scale = models.DecimalField(
+        max_digits=3, decimal_places=2, null=True, blank=True, validators=[validate_hires_scale]
+    )
+    hires_strength = models.DecimalField(
+        max_digits=3, decimal_places=2, null=True, blank=True, validators=[validate_strength]
+    )
+    hires_steps = models.PositiveSmallIntegerField(null=True, blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -229,6 +251,20 @@ class Run(Job):
     @property
     def sampler_label(self) -> str:
         return SAMPLER_LABELS[self.scheduler]
+
+    @property
+    def hires(self) -> HiresFix | None:
+        """The run's hires fix, as the engine takes it; None without one."""
+        if self.hires_scale is None:
+            return None
+        return HiresFix(scale=float(self.hires_scale), strength=float(self.hires_strength), steps=self.hires_steps)
+
+    @property
+    def first_pass_size(self) -> tuple[int, int]:
+        """The size the model draws at: the run's own, or with a hires fix the size it upscales from."""
+        if self.hires_scale is None:
+            return self.width, self.height
+        return hires_first_pass_size(self.width, self.height, float(self.hires_scale))
 
 
 class ApiToken(models.Model):

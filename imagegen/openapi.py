@@ -37,6 +37,12 @@ MULTIPART = "multipart/form-data"
 VALIDATOR_SCHEMAS = {
     validators.validate_side: {"multipleOf": limits.SIDE_MULTIPLE},
     validators.validate_strength: {"minimum": limits.MIN_STRENGTH, "maximum": limits.MAX_STRENGTH},
+    # 1 (off), or a scale in the hires fix's range.
+    validators.validate_hires_scale: {
+        "minimum": limits.HIRES_OFF,
+        "maximum": limits.MAX_HIRES_SCALE,
+        "not": {"exclusiveMinimum": limits.HIRES_OFF, "exclusiveMaximum": limits.MIN_HIRES_SCALE},
+    },
 }
 # What these keep out is not a shape a schema states (a NUL character in text).
 UNDESCRIBED_VALIDATORS = (django_validators.ProhibitNullCharactersValidator,)
@@ -264,13 +270,23 @@ def answer_schemas() -> dict[str, dict]:
                 "negative_prompt": TEXT,
                 "num_inference_steps": WHOLE,
                 "guidance_scale": {"type": "number"},
-                "width": WHOLE,
-                "height": WHOLE,
+                **{
+                    side: {**WHOLE, "description": "With a hires fix, the size it upscales from (see the outputs)."}
+                    for side in ("width", "height")
+                },
                 "seed": WHOLE,
                 "sampler": {**TEXT, "description": "The sampler's name (`Euler a`…)."},
                 "model": TEXT,
                 "batch_size": WHOLE,
                 "strength": {"type": "number", "description": "Image to image only."},
+                **{
+                    name: {**schema, "description": "Text to image with a hires fix only."}
+                    for name, schema in (
+                        ("hires_scale", {"type": "number"}),
+                        ("hires_strength", {"type": "number"}),
+                        ("hires_steps", WHOLE),
+                    )
+                },
             },
             optional=(
                 "prompt",
@@ -282,6 +298,9 @@ def answer_schemas() -> dict[str, dict]:
                 "model",
                 "batch_size",
                 "strength",
+                "hires_scale",
+                "hires_strength",
+                "hires_steps",
             ),
         ),
         "Version": object_schema(

@@ -221,14 +221,16 @@ def run_parameters(*, run: Run) -> dict:
     """
     if run.is_imported:
         return {"generation_type": run.generation_type, "width": run.width, "height": run.height}
+    # As a request gives them: with a hires fix, the size it upscales from (its outputs have the final one).
+    width, height = run.first_pass_size
     parameters = {
         "generation_type": run.generation_type,
         "prompt": run.prompt,
         "negative_prompt": run.negative_prompt,
         "num_inference_steps": run.steps,
         "guidance_scale": run.guidance_scale,
-        "width": run.width,
-        "height": run.height,
+        "width": width,
+        "height": height,
         "seed": run.seed,
         "sampler": run.sampler_label,
         "model": run.model,
@@ -236,6 +238,8 @@ def run_parameters(*, run: Run) -> dict:
     }
     if run.strength is not None:
         parameters["strength"] = run.strength_float
+    if (hires := run.hires) is not None:
+        parameters |= {"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps}
     return parameters
 
 
@@ -272,6 +276,7 @@ def run_parameters_text(*, run: Run) -> str:
     """The parameters in the text format other Stable Diffusion tools read (as in the PNGs)."""
     if run.is_imported:
         return f"Imported image (no generation parameters)\nSize: {run.width}x{run.height}"
+    width, height = run.first_pass_size
     return format_parameters(
         prompt=run.prompt,
         negative_prompt=run.negative_prompt,
@@ -279,10 +284,11 @@ def run_parameters_text(*, run: Run) -> str:
         sampler=run.sampler_label,
         guidance_scale=run.guidance_scale,
         seed=run.seed,
-        width=run.width,
-        height=run.height,
+        width=width,
+        height=height,
         model=run.model,
         strength=run.strength_float,
+        hires=run.hires,
     )
 
 

@@ -15,3 +15,12 @@ def validate_strength(value) -> None:
         raise ValidationError(
             f"Must be between {limits.MIN_STRENGTH:g} and {limits.MAX_STRENGTH:g} (got {value}).", code="strength_range"
         )
+
+
+def validate_hires_scale(value) -> None:
+    if float(value) != limits.HIRES_OFF and not limits.MIN_HIRES_SCALE <= float(value) <= limits.MAX_HIRES_SCALE:
+        raise ValidationError(
+            f"Must be {limits.HIRES_OFF:g} (off) or between {limits.MIN_HIRES_SCALE:g} and "
+            f"{limits.MAX_HIRES_SCALE:g} (got {value}).",
+            code="hires_scale_range",
+        )

@@ -11,6 +11,8 @@ from imagegen.validators import validate_strength
 from .uploads import InitImageField
 
 UPLOAD_HELP = "PNG, JPEG or WebP, up to 10 MB."
+# The hires fix redraws a text-to-image picture larger: image to image has none.
+HIRES_FIELDS = ("hires_scale", "hires_strength", "hires_steps")
 
 
 class ImageToImageFields(forms.Form):
@@ -39,14 +41,16 @@ class ImageToImageFields(forms.Form):
 
 
 class ImageToImageForm(ImageToImageFields, GenerateForm):
-    # Width and height follow the init image.
+    # Width and height follow the init image; the hires fix is for text to image.
     width = None
     height = None
+    hires_scale = hires_strength = hires_steps = None
 
 
 class ApiImageToImageForm(ImageToImageFields, ApiGenerateForm):
     width = None
     height = None
+    hires_scale = hires_strength = hires_steps = None
 
 
 class StudioForm(ImageToImageFields, GenerateForm):
@@ -73,7 +77,7 @@ class StudioForm(ImageToImageFields, GenerateForm):
         if self.import_mode:
             unused = [name for name in self.fields if name not in ("mode", "init_image")]
         elif self.image_mode:
-            unused = ["width", "height"]
+            unused = ["width", "height", *HIRES_FIELDS]
         else:
             unused = ["init_image", "strength"]
         for name in unused:

@@ -8,7 +8,17 @@ from importlib import import_module
 
 from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .metadata import encode_png, format_parameters, read_png_parameters
-from .requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, GenerationRequest, effective_steps, random_seed
+from .requests import (
+    DEFAULT_SCHEDULER,
+    SAMPLER_LABELS,
+    GenerationRequest,
+    HiresFix,
+    effective_steps,
+    hires_first_pass_size,
+    hires_size,
+    random_seed,
+    total_steps,
+)
 from .thumbnails import THUMBNAIL_SIDE, encode_thumbnail
 
 _PIPELINE_NAMES = {"SCHEDULERS", "Engine", "GenerationResult", "get_engine", "model_load_count"}
@@ -30,6 +40,7 @@ __all__ = [
     "GenerationCancelled",
     "GenerationRequest",
     "GenerationResult",
+    "HiresFix",
     "ModelLoadError",
     "OutOfMemoryError",
     "effective_steps",
@@ -37,7 +48,10 @@ __all__ = [
     "encode_thumbnail",
     "format_parameters",
     "get_engine",
+    "hires_first_pass_size",
+    "hires_size",
     "model_load_count",
     "random_seed",
     "read_png_parameters",
+    "total_steps",
 ]

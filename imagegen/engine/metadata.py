@@ -7,6 +7,8 @@ from typing import BinaryIO
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from .requests import HIRES_UPSCALER, HiresFix
+
 # The tEXt keyword AUTOMATIC1111 and most other tools read generation settings from.
 PARAMETERS_KEY = "parameters"
 
@@ -23,10 +25,23 @@ def format_parameters(
     height: int,
     model: str,
     strength: float | None = None,
+    hires: HiresFix | None = None,
     extra: Mapping[str, object] | None = None,
 ) -> str:
     """Return the settings as AUTOMATIC1111 "parameters" text; `extra` adds settings of its own
-    (a masked edit's "Mask blur", "Inpaint area", "Masked area padding")."""
+    (a masked edit's "Mask blur", "Inpaint area", "Masked area padding").
+
+    With a hires fix, as A1 writes it: Size is the first pass's, "Denoising strength" the second
+    pass's, then "Hires upscale", "Hires steps" and "Hires upscaler".
+    """
+    if hires is not None:
+        strength = hires.strength
+        extra = {
+            "Hires upscale": f"{hires.scale:g}",
+            "Hires steps": hires.steps,
+            "Hires upscaler": HIRES_UPSCALER,
+            **(extra or {}),
+        }
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")

@@ -35,7 +35,7 @@ from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attentio
 from .metadata import format_parameters
 from .previews import PreviewPacer, latents_to_preview
 from .reference import reference_attention, unfused_processor
-from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
+from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps, hires_size
 from .tiny import ensure_tiny_model
 
 logger = logging.getLogger("imagegen.engine")
@@ -373,7 +373,7 @@ class Engine:
         # recompile for at every job: they run on the uncompiled one (entered first, so they see it).
         return _stacked(_uncompiled_unet(pipe), context), inputs, described
 
-    def _load_embeddings(self, pipe: DiffusionPipeline, requests: list[GenerationRequest]) -> None:
+    def _load_embeddings(self, pipe: DiffusionPipeline, texts: list[str]) -> None:
         """Load into pipe's tokenizer and text encoder the folder's embeddings that the prompts
         name and it lacks. They stay loaded: a word calls its embedding in every later prompt,
         as it would have if loaded at start (the tokenizer matches added words anywhere in a text,
@@ -381,7 +381,6 @@ class Engine:
         files = self.addons.embedding_files()
         if not files:
             return
-        texts = [text for request in requests for text in (request.prompt_text, request.negative_prompt)]
         loaded = pipe.tokenizer.get_added_vocab()
         for name, path in files.items():
             if name in loaded or not any(name in text for text in texts):
@@ -492,20 +491,22 @@ class Engine:
         first = requests[0]  # the requests agree on everything batch_key names
         img2img = first.init_image is not None
         inpaint = first.mask_image is not None
-        total = effective_steps(first.steps, first.strength if img2img else None)
+        total = first.total_steps
         width, height = first.init_image.size if img2img else (first.width, first.height)
-        sampler, scheduler_cls = SCHEDULERS[first.scheduler]
+        sampler, _ = SCHEDULERS[first.scheduler]
         # Where each request's images lie in the batch.
         offsets = [sum(request.batch_size for request in requests[:index]) for index in range(len(requests))]
         dropped: set[int] = set()
         previews = PreviewPacer(preview_every)
         step = 0
+        # The step the current pass ends at (a hires fix's second pass goes on counting to total).
+        pass_end = effective_steps(first.steps, first.strength if img2img else None)
 
         def callback(pipe: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal step
             # PNDM's warm-up evaluates one timestep twice, so its pipeline calls back once more than
-            # there are steps: report each step once and never past total.
-            if step == total:
+            # there are steps: report each step once and never past the pass's end.
+            if step == pass_end:
                 return tensors
             step += 1
             due = previews.due(step)
@@ -526,14 +527,27 @@ class Engine:
             """One value per image of the batch: each request's, repeated over its images."""
             return [value(request) for request in requests for _ in range(request.batch_size)]
 
+        def call(
+            pipe: DiffusionPipeline, steps: int, inputs: dict[str, Any], size: tuple[int, int]
+        ) -> tuple[Any, float, str]:
+            """One pipeline call over the whole batch: (its output, its seconds, the reference's description)."""
+            return self._call(
+                pipe,
+                first,
+                prompts=each(lambda request: request.prompt_text),
+                negative_prompts=each(lambda request: request.negative_prompt),
+                seeds=[request.seed + place for request in requests for place in range(request.batch_size)],
+                steps=steps,
+                callback=callback if any(on_steps) else None,
+                previews=preview_every > 0,
+                inputs=inputs,
+                size=size,
+            )
+
         if img2img:
             pipe = self.inpaint_pipeline if inpaint else self.img2img_pipeline
-            # diffusers runs int(steps * strength) steps and fails on 0; any strength in
-            # [1/steps, 2/steps) gives exactly one step at the lowest noise level, and the
-            # midpoint is safe from float rounding.
-            strength = first.strength if int(first.steps * first.strength) else min(1.0, 1.5 / first.steps)
             image = torch.cat(each(lambda request: _pixels(request.init_image, "RGB")))
-            inputs = {"image": image, "strength": strength}
+            inputs = {"image": image, "strength": _pipeline_strength(first.steps, first.strength)}
             if inpaint:
                 inputs |= {"mask_image": _pixels(first.mask_image, "L"), "width": width, "height": height}
                 if pipe.unet.config.in_channels == 4:
@@ -544,44 +558,23 @@ class Engine:
         else:
             pipe = self.pipeline
             inputs = {"width": width, "height": height}
-        conditioning, conditioning_inputs, reference = self._conditioning(pipe, first)
-        self._load_embeddings(pipe, requests)
-
-        # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
-        generator_device = self.device if self.device.startswith("cuda") else "cpu"
-        seeds = [request.seed + place for request in requests for place in range(request.batch_size)]
-        generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
-        with self._lock:
-            started = time.perf_counter()
-            pipe.scheduler = scheduler_cls.from_config(
-                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(first.scheduler, {})
-            )
-            try:
-                with self._loras_applied(pipe, first.loras), torch.inference_mode(), conditioning:
-                    output = pipe(
-                        prompt=each(lambda request: request.prompt_text),
-                        negative_prompt=each(lambda request: request.negative_prompt),
-                        num_inference_steps=first.steps,
-                        guidance_scale=first.guidance_scale,
-                        generator=generators,
-                        callback_on_step_end=callback if any(on_steps) else None,
-                        callback_on_step_end_tensor_inputs=["latents"] if preview_every > 0 else [],
-                        **inputs,
-                        **conditioning_inputs,
-                    )
-            except RuntimeError as exc:
-                if _is_out_of_memory(exc):
-                    # Give the failed job's memory back, so the next job starts from a clean slate.
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    raise OutOfMemoryError(
-                        f"Out of memory at {width}x{height}: try a smaller size, fewer images or fewer steps."
-                    ) from exc
-                raise
-            seconds = time.perf_counter() - started
-
+        output, seconds, reference = call(pipe, first.steps, inputs, (width, height))
+        images = output.images
         # The size actually produced: the pipelines round sides down to a multiple of 8.
-        width, height = output.images[0].size
+        width, height = images[0].size
+
+        hires = first.hires
+        if hires is not None and len(dropped) < len(requests):
+            # The second pass: the first images upscaled in pixel space (what works with any model,
+            # no extra weights), then redrawn at that size by image to image with the same prompts,
+            # seeds and sampler, so the detail a bigger picture needs is drawn, not interpolated.
+            size = hires_size(width, height, hires.scale)
+            upscaled = torch.cat([_pixels(image.resize(size, Image.Resampling.LANCZOS), "RGB") for image in images])
+            pass_end = total
+            inputs = {"image": upscaled, "strength": _pipeline_strength(hires.steps, hires.strength)}
+            output, more_seconds, _ = call(self.img2img_pipeline, hires.steps, inputs, size)
+            images, seconds = output.images, seconds + more_seconds
+
         model = _model_name(self.inpaint_model) if inpaint and self.inpaint_model else self.model_name
         results: list[GenerationResult | None] = []
         for job, request in enumerate(requests):
@@ -596,16 +589,17 @@ class Engine:
                     sampler=sampler,
                     guidance_scale=request.guidance_scale,
                     seed=request.seed + place,
-                    width=width,
+                    width=width,  # with a hires fix, the first pass's size (as A1 writes it)
                     height=height,
                     model=model,
                     strength=request.strength if img2img else None,
+                    hires=request.hires,
                 )
                 for place in range(request.batch_size)
             ]
             results.append(
                 GenerationResult(
-                    images=output.images[offsets[job] : offsets[job] + request.batch_size],
+                    images=images[offsets[job] : offsets[job] + request.batch_size],
                     seed=request.seed,
                     total_steps=total,
                     image_parameters=image_parameters,
@@ -616,6 +610,58 @@ class Engine:
                 )
             )
         return results
+
+    def _call(
+        self,
+        pipe: DiffusionPipeline,
+        request: GenerationRequest,
+        *,
+        prompts: list[str],
+        negative_prompts: list[str],
+        seeds: list[int],
+        steps: int,
+        callback: Callable | None,
+        previews: bool,
+        inputs: dict[str, Any],
+        size: tuple[int, int],
+    ) -> tuple[Any, float, str]:
+        """Call pipe once for a batch with the request's settings, a fresh scheduler and a generator
+        per image: (its output, its seconds, how it followed the request's reference image)."""
+        _, scheduler_cls = SCHEDULERS[request.scheduler]
+        conditioning, conditioning_inputs, reference = self._conditioning(pipe, request)
+        self._load_embeddings(pipe, [*prompts, *negative_prompts])
+        # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
+        generator_device = self.device if self.device.startswith("cuda") else "cpu"
+        generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
+        with self._lock:
+            started = time.perf_counter()
+            pipe.scheduler = scheduler_cls.from_config(
+                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(request.scheduler, {})
+            )
+            try:
+                with self._loras_applied(pipe, request.loras), torch.inference_mode(), conditioning:
+                    output = pipe(
+                        prompt=prompts,
+                        negative_prompt=negative_prompts,
+                        num_inference_steps=steps,
+                        guidance_scale=request.guidance_scale,
+                        generator=generators,
+                        callback_on_step_end=callback,
+                        callback_on_step_end_tensor_inputs=["latents"] if previews else [],
+                        **inputs,
+                        **conditioning_inputs,
+                    )
+            except RuntimeError as exc:
+                if _is_out_of_memory(exc):
+                    # Give the failed job's memory back, so the next job starts from a clean slate.
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    width, height = size
+                    raise OutOfMemoryError(
+                        f"Out of memory at {width}x{height}: try a smaller size, fewer images or fewer steps."
+                    ) from exc
+                raise
+            return output, time.perf_counter() - started, reference
 
 
 @contextmanager
@@ -654,6 +700,15 @@ def _stacked(*contexts: AbstractContextManager) -> Iterator[None]:
         yield
 
 
+def _pipeline_strength(steps: int, strength: float) -> float:
+    """The strength to give an image-to-image pipeline so that it runs effective_steps(steps, strength).
+
+    diffusers runs int(steps * strength) steps and fails on 0; any strength in [1/steps, 2/steps)
+    gives exactly one step at the lowest noise level, and the midpoint is safe from float rounding.
+    """
+    return strength if int(steps * strength) else min(1.0, 1.5 / steps)
+
+
 def batch_key(request: GenerationRequest) -> tuple | None:
     """What requests must agree on to share one pipeline call; None for one that cannot share
     (a mask, a reference image or a LoRA conditions the whole call)."""
@@ -661,7 +716,7 @@ def batch_key(request: GenerationRequest) -> tuple | None:
         return None
     size = request.init_image.size if request.init_image is not None else (request.width, request.height)
     pipeline = "text-to-image" if request.init_image is None else "image-to-image"
-    return (pipeline, request.strength, size, request.steps, request.scheduler, request.guidance_scale)
+    return (pipeline, request.strength, size, request.steps, request.scheduler, request.guidance_scale, request.hires)
 
 
 def _pixels(image: Image.Image, mode: str) -> torch.Tensor:

@@ -23,6 +23,51 @@ SAMPLER_LABELS: dict[str, str] = {
     "dpmpp_2m": "DPM++ 2M",
     "pndm": "PNDM",
 }
+# The VAE works on 8×8 pixel blocks: the pipelines round every side down to a multiple of this.
+SIDE_MULTIPLE = 8
+# What the hires fix upscales with, as A1's parameters name it: a pixel-space resize, no weights.
+HIRES_UPSCALER = "Lanczos"
+
+
+@dataclass(frozen=True)
+class HiresFix:
+    """A second pass for pictures larger than the model's own size (A1's "hires fix"): the image
+    made at the request's size is upscaled by `scale` in pixel space and redrawn by image to image
+    at `strength`, for `steps` steps of which it runs effective_steps(steps, strength)."""
+
+    scale: float
+    strength: float
+    steps: int
+
+    def __post_init__(self) -> None:
+        if self.scale <= 1.0:
+            raise ValueError("The hires fix upscales: its scale must be more than 1.")
+        if not 0.0 <= self.strength <= 1.0:
+            raise ValueError("The hires fix needs a strength between 0.0 and 1.0.")
+        if self.steps < 1:
+            raise ValueError("The hires fix needs at least one step.")
+
+    @property
+    def sampler_steps(self) -> int:
+        return effective_steps(self.steps, self.strength)
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The size a hires fix ends at: each side times scale, to the nearest multiple of SIDE_MULTIPLE."""
+    return _nearest_multiple(width * scale), _nearest_multiple(height * scale)
+
+
+def hires_first_pass_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The first pass's size of a hires fix that ended at width × height (hires_size undone).
+
+    Exact for first-pass sides that are multiples of SIDE_MULTIPLE: rounding moved each final side
+    by at most half a multiple, which divided by a scale above 1 is less than half a multiple.
+    """
+    return _nearest_multiple(width / scale), _nearest_multiple(height / scale)
+
+
+def _nearest_multiple(side: float) -> int:
+    return max(SIDE_MULTIPLE, round(side / SIDE_MULTIPLE) * SIDE_MULTIPLE)
 
 
 @dataclass(frozen=True)
@@ -49,6 +94,8 @@ class GenerationRequest:
     reference_image: Image.Image | None = None
     # How strongly: 0 ignores the reference, 1 follows it as far as the method goes.
     reference_weight: float = 0.5
+    # Text to image only: made at width × height, then upscaled and redrawn at hires_size.
+    hires: HiresFix | None = None
 
     def __post_init__(self) -> None:
         split_loras(self.prompt)  # a LoRA weight that is not a number in range raises ValueError
@@ -60,6 +107,14 @@ class GenerationRequest:
             raise ValueError("Inpainting needs an init image and a mask of the same size.")
         if not 0.0 <= self.reference_weight <= 1.0:
             raise ValueError("The reference weight must be between 0.0 and 1.0.")
+        if self.hires is not None and self.init_image is not None:
+            raise ValueError("The hires fix is for text to image.")
+
+    @property
+    def total_steps(self) -> int:
+        """The sampler steps of the whole job: what its progress counts to."""
+        strength = self.strength if self.init_image is not None else None
+        return total_steps(steps=self.steps, strength=strength, hires=self.hires)
 
     @property
     def loras(self) -> tuple[PromptLora, ...]:
@@ -70,6 +125,12 @@ class GenerationRequest:
     def prompt_text(self) -> str:
         """What the text encoder reads: the prompt without its LoRA tags."""
         return split_loras(self.prompt)[0]
+
+
+def total_steps(*, steps: int, strength: float | None = None, hires: HiresFix | None = None) -> int:
+    """Return the sampler steps a job really runs: those of its own pass (img2img skips the noisiest
+    ones) and those of its hires fix's second pass."""
+    return effective_steps(steps, strength) + (hires.sampler_steps if hires else 0)
 
 
 def effective_steps(steps: int, strength: float | None) -> int:

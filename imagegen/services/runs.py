@@ -13,10 +13,13 @@ from ..engine import (
     DEFAULT_SCHEDULER,
     GenerationCancelled,
     GenerationRequest,
-    effective_steps,
+    HiresFix,
     encode_png,
+    hires_size,
     random_seed,
+    total_steps,
 )
+from ..limits import DEFAULT_HIRES_STRENGTH
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
 from .catalog import default_model, model_to_reuse
@@ -51,13 +54,26 @@ def run_create(
     init_upload: "NormalisedImage | None" = None,
     strength: float | None = None,
     model: str | None = None,
+    hires_scale: float | None = None,
+    hires_strength: float = DEFAULT_HIRES_STRENGTH,
+    hires_steps: int | None = None,
 ) -> Run:
     """Store a queued run and send it to the workers once committed.
 
     With an init image (an earlier upload, or `init_upload`, stored here) the run is
     image-to-image at the init image's size, and `strength` says how far to move from it.
+    A text-to-image run with a `hires_scale` gets a hires fix: made at width × height, then
+    upscaled and redrawn at `hires_strength` for `hires_steps` (by default `steps`); the run
+    records the final size.
     Raises QuotaExceededError, storing nothing, when the user's daily quota is used up.
     """
+    hires = None
+    if hires_scale is not None:
+        if init_image is not None or init_upload is not None:
+            raise ValueError("The hires fix is for text to image.")
+        # Stored with two decimals: the run's sizes are worked out from the stored values.
+        hires = HiresFix(scale=round(hires_scale, 2), strength=round(hires_strength, 2), steps=hires_steps or steps)
+        width, height = hires_size(width, height, hires.scale)
     stored_upload: Image | None = None
     try:
         with transaction.atomic():
@@ -81,7 +97,7 @@ def run_create(
                 init_image=init_image,
                 strength=strength,
                 steps=steps,
-                total_steps=effective_steps(steps, strength),
+                total_steps=total_steps(steps=steps, strength=strength, hires=hires),
                 guidance_scale=guidance_scale,
                 width=width,
                 height=height,
@@ -90,6 +106,9 @@ def run_create(
                 scheduler=scheduler,
                 model=model or default_model().id,
                 batch_size=batch_size,
+                hires_scale=hires and hires.scale,
+                hires_strength=hires and hires.strength,
+                hires_steps=hires and hires.steps,
             )
             job_enqueue(job=run)
     except BaseException:
@@ -147,19 +166,22 @@ def run_variation_create(*, run: Run) -> Run:
     """
     if run.is_imported:
         raise NothingToVaryError("An imported image has no settings to vary; refine it instead.")
+    width, height = run.first_pass_size
+    hires = run.hires
     return run_create(
         owner=run.owner,
         prompt=run.prompt,
         negative_prompt=run.negative_prompt,
         steps=run.steps,
         guidance_scale=run.guidance_scale,
-        width=run.width,
-        height=run.height,
+        width=width,
+        height=height,
         scheduler=run.scheduler,
         batch_size=run.batch_size,
         init_image=run.init_image,
         strength=run.strength_float,
         model=model_to_reuse(run.model).id,
+        **({"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps} if hires else {}),
     )
 
 
@@ -227,6 +249,7 @@ def runs_perform(runs: list[Run], on_steps: list[ProgressReporter]) -> list[JobO
 
 
 def _generation_request(run: Run) -> GenerationRequest:
+    width, height = run.first_pass_size
     return GenerationRequest(
         init_image=image_open_rgb(run.init_image) if run.init_image else None,
         strength=run.strength_float,
@@ -234,11 +257,12 @@ def _generation_request(run: Run) -> GenerationRequest:
         negative_prompt=run.negative_prompt,
         steps=run.steps,
         guidance_scale=run.guidance_scale,
-        width=run.width,
-        height=run.height,
+        width=width,
+        height=height,
         seed=run.seed,
         scheduler=run.scheduler,
         batch_size=run.batch_size,
+        hires=run.hires,
     )
 
 
