@@ -15,6 +15,9 @@ DEFAULT_SIDE = 512
 MIN_STRENGTH, MAX_STRENGTH = 0.0, 1.0
 DEFAULT_STRENGTH = 0.75
 STRENGTH_STEP = 0.05
+# Images one run makes, each from the next seed (a batch of 4 costs 4 of the daily quota).
+MIN_BATCH_SIZE, MAX_BATCH_SIZE = 1, 4
+DEFAULT_BATCH_SIZE = 1
 
 MEGABYTE = 1024 * 1024
 # An uploaded image (init image, import, reference).

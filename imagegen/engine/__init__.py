@@ -8,7 +8,7 @@ from importlib import import_module
 
 from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .metadata import encode_png, format_parameters, read_png_parameters
-from .requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, GenerationRequest, effective_steps, random_seed
+from .requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, GenerationRequest, effective_steps, image_seed, random_seed
 from .thumbnails import THUMBNAIL_SIDE, encode_thumbnail
 
 _PIPELINE_NAMES = {"SCHEDULERS", "Engine", "GenerationResult", "get_engine", "model_load_count"}
@@ -37,6 +37,7 @@ __all__ = [
     "encode_thumbnail",
     "format_parameters",
     "get_engine",
+    "image_seed",
     "model_load_count",
     "random_seed",
     "read_png_parameters",

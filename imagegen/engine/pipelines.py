@@ -32,7 +32,7 @@ from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attentio
 from .metadata import format_parameters
 from .previews import PreviewPacer, latents_to_preview
 from .reference import reference_attention
-from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
+from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps, image_seed
 from .tiny import ensure_tiny_model
 
 logger = logging.getLogger("imagegen.engine")
@@ -464,7 +464,7 @@ class Engine:
 
         # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
         generator_device = self.device if self.device.startswith("cuda") else "cpu"
-        seeds = [request.seed + place for request in requests for place in range(request.batch_size)]
+        seeds = [image_seed(request.seed, place) for request in requests for place in range(request.batch_size)]
         generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
         with self._lock:
             started = time.perf_counter()
@@ -510,7 +510,7 @@ class Engine:
                     steps=request.steps,
                     sampler=sampler,
                     guidance_scale=request.guidance_scale,
-                    seed=request.seed + place,
+                    seed=image_seed(request.seed, place),
                     width=width,
                     height=height,
                     model=model,
