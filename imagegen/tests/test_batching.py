@@ -265,3 +265,21 @@ def test_the_batch_limit_defaults_to_none_on_a_cpu(settings):
     assert services.batch_limit() == 1
     settings.IMAGEGEN_MAX_BATCH = 4
     assert services.batch_limit() == 4
+
+
+@pytest.mark.django_db
+def test_a_run_of_several_images_shares_a_call_with_others_each_image_as_made_alone(settings):
+    settings.IMAGEGEN_MAX_BATCH = 2  # counts runs, whatever their images
+    user = UserFactory()
+    several = RunFactory(owner=user, prompt="a red fox", seed=50, batch_size=3)
+    single = RunFactory(owner=user, prompt="a blue whale", seed=7)
+    services.run_execute(run_id=several.pk, worker="gpu1")
+    several.refresh_from_db()
+    single.refresh_from_db()
+    assert (several.status, single.status, single.worker) == (JobStatus.SUCCEEDED, JobStatus.SUCCEEDED, "gpu1")
+    batched = output_pixels(several)
+    assert len(batched) == 3
+    for place, pixels in enumerate(batched):
+        (alone,) = made_alone(RunFactory.build(owner=user, prompt="a red fox", seed=50 + place))
+        assert np.abs(pixels - alone).max() <= PIXEL_TOLERANCE
+    assert np.abs(output_pixels(single)[0] - made_alone(single)[0]).max() <= PIXEL_TOLERANCE
