@@ -70,6 +70,13 @@ def test_the_images_of_one_run_have_consecutive_seeds(engine: Engine) -> None:
     both = engine.generate(small(seed=40, batch_size=2))
     assert_same_pixels(both.images[1], engine.generate(small(seed=41)).images[0])
     assert "Seed: 40," in both.image_parameters[0] and "Seed: 41," in both.image_parameters[1]
+    # Image to image too: every image starts from the same init image, each from its own seed.
+    init = both.images[0]
+    three = engine.generate(small(init_image=init, strength=0.6, seed=60, batch_size=3))
+    for place in (0, 2):
+        alone = engine.generate(small(init_image=init, strength=0.6, seed=60 + place))
+        assert_same_pixels(three.images[place], alone.images[0])
+        assert three.image_parameters[place] == alone.image_parameters[0]
 
 
 def test_a_cancelled_job_is_dropped_and_the_others_finish(engine: Engine) -> None:

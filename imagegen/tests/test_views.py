@@ -205,6 +205,11 @@ def test_a_run_of_three_shows_three_tiles_each_with_its_own_actions(user_client)
     assert "seeds 40–42" in page
     run_page = user_client.get(f"/runs/{run.pk}/").content.decode()
     assert "<dt>Seeds</dt><dd>40, 41, 42</dd>" in run_page
+    # An imported image has no settings to vary: its tile offers no Variation.
+    imported = RunFactory(owner=user_client.user, generation_type="imported", status="succeeded")
+    ImageFactory(owner=imported.owner, run=imported, kind="upload")
+    page = user_client.get(f"/runs/{imported.pk}/").content.decode()
+    assert 'class="output-tile"' in page and "variation-button" not in page
 
 
 def test_variation_of_one_image_from_its_tile(user_client):
