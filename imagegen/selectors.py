@@ -207,8 +207,8 @@ def image_for_user(*, user, image_id) -> Image:
 
 
 def run_output(*, run: Run, image_id) -> Image | None:
-    """One of the run's own images (v1, by its id as a page posts it); None for anything else,
-    an id that is not one included."""
+    """One of the run's own images (v1), by its id as a page posts it; None for any other id, or
+    for text that is no id."""
     try:
         image_id = uuid.UUID(str(image_id))
     except ValueError:

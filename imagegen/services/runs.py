@@ -21,6 +21,7 @@ from ..engine import (
 )
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
+from ..storedfiles import open_image_file
 from .images import OutputImage, image_open_rgb, image_store
 from .jobs import JobOutcome, job_cancel, job_enqueue, job_execute
 from .quota import quota_claim
@@ -102,7 +103,7 @@ def run_create(
     return run
 
 
-def run_import(*, owner, upload: "NormalisedImage") -> Run:
+def run_import(*, owner, upload: NormalisedImage) -> Run:
     """Store an image the user brought to edit as a run that has already succeeded, the image its
     only output (v1 of its chain), so it can be refined like any result.
 
@@ -179,7 +180,7 @@ def run_variation_create(*, run: Run, image: Image | None = None) -> Run:
 def _init_upload_from(image: Image) -> NormalisedImage:
     """A copy of a stored image as an init upload, through the rules every upload passes (which
     also leave its PNG's parameters behind: they describe the image it varies, not the variation)."""
-    with image.file.open("rb") as file:
+    with open_image_file(image=image) as file:  # a file gone from storage: a 404 saying so
         return normalise_upload(file.read())
 
 
