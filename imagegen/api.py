@@ -155,7 +155,8 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
             "started_at": run.started_at,
             "finished_at": run.finished_at,
             "parameters": selectors.run_parameters(run=run),
-            "outputs": [image_json(request, image) for image in run.outputs.all()],
+            # Each image with the seed it was made from (the run's seed, then the next ones).
+            "outputs": [{**image_json(request, image), "seed": image.seed} for image in run.outputs.all()],
             "versions": [version_json(request, run, version) for version in run_versions(run=run)],
         }
     )

@@ -58,6 +58,14 @@ class GenerateForm(forms.Form):
     scheduler = forms.ChoiceField(
         label="Sampler", choices=list(SAMPLER_LABELS.items()), initial=DEFAULT_SCHEDULER, required=False
     )
+    batch_size = forms.IntegerField(
+        label="Batch size",
+        min_value=limits.MIN_BATCH_SIZE,
+        max_value=limits.MAX_BATCH_SIZE,
+        initial=limits.DEFAULT_BATCH_SIZE,
+        required=False,  # absent: one image
+        help_text="Images in one run, each from the next seed.",
+    )
 
     hires_scale = forms.FloatField(
         label="Hires fix: upscale by",
@@ -115,6 +123,10 @@ class GenerateForm(forms.Form):
 
     def clean_scheduler(self) -> str:
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER
+
+    def clean_batch_size(self) -> int:
+        batch_size = self.cleaned_data["batch_size"]
+        return limits.DEFAULT_BATCH_SIZE if batch_size is None else batch_size
 
     def clean_hires_scale(self) -> float | None:
         """None when the hires fix is off (left empty, or 1); else to the two decimals a run stores,

@@ -25,6 +25,9 @@ MIN_HIRES_SCALE, MAX_HIRES_SCALE = 1.25, 2.0
 HIRES_SCALE_STEP = 0.05
 DEFAULT_HIRES_STRENGTH = 0.5
 MAX_HIRES_SIDE = 1536
+# Images one run makes, each from the next seed (a batch of 4 costs 4 of the daily quota).
+MIN_BATCH_SIZE, MAX_BATCH_SIZE = 1, 4
+DEFAULT_BATCH_SIZE = 1
 
 MEGABYTE = 1024 * 1024
 # An uploaded image (init image, import, reference).

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, HiresFix, hires_first_pass_size
+from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, HiresFix, hires_first_pass_size, image_seed
 from .validators import validate_hires_scale, validate_strength
 
 
@@ -45,6 +45,14 @@ class Image(models.Model):
     @staticmethod
     def digest(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
+
+    @property
+    def seed(self) -> int | None:
+        """The seed a run's output was made from (its place in the batch counts on from the run's
+        seed); None for an image no run made (an upload, a refinement's result)."""
+        if self.run_id is None or self.kind != self.Kind.OUTPUT:
+            return None
+        return image_seed(self.run.seed, self.index)
 
 
 class JobStatus(models.TextChoices):
@@ -93,6 +101,10 @@ class Job(models.Model):
     batch_fields: ClassVar[tuple[str, ...]] = ()
     # Jobs of this kind that never share a call, whatever their batch_fields; None: no such jobs.
     unbatchable: ClassVar[models.Q | None] = None
+    # What one job of this kind costs of the daily quota, over its row: one generation per image.
+    quota_cost: ClassVar[models.F | models.Value] = models.Value(1)
+    # The URL name (taking the job's id) that varies one of its images (POST, `image`); none: it offers none.
+    variation_url_name: ClassVar[str] = ""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="%(class)ss")
@@ -165,6 +177,8 @@ class Run(Job):
     dom_prefix = "run"
     live_url_name = "imagegen:run_live"
     cancel_url_name = "imagegen:run_cancel"
+    variation_url_name = "imagegen:run_variation"
+    quota_cost = models.F("batch_size")
     # The same model, pipeline (and strength), size, steps, sampler, guidance and hires fix; prompts
     # and seeds may differ.
     batch_fields = (
@@ -228,7 +242,8 @@ class Run(Job):
         return reverse("imagegen:run", args=[self.pk])
 
     def result_images(self) -> list[Image]:
-        return list(self.outputs.all())
+        # In batch order: sorted here, so that outputs prefetched by the pages cost no query.
+        return sorted(self.outputs.all(), key=lambda image: image.index)
 
     @property
     def output_prefix(self) -> str:
@@ -265,6 +280,11 @@ class Run(Job):
         if self.hires_scale is None:
             return self.width, self.height
         return hires_first_pass_size(self.width, self.height, float(self.hires_scale))
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each image the run makes, in order."""
+        return [image_seed(self.seed, place) for place in range(self.batch_size)]
 
 
 class ApiToken(models.Model):

@@ -252,6 +252,16 @@ def answer_schemas() -> dict[str, dict]:
         ),
         "JobStatus": {**status, "description": "Where a job (a run or a refinement) stands."},
         "Image": object_schema("An image; its URL is fetched with the same authentication.", image),
+        "RunOutput": object_schema(
+            "One image the run made (v1): a run of several lists them in order.",
+            {
+                **image,
+                "seed": {
+                    "type": ["integer", "null"],
+                    "description": "Its own seed: the run's seed plus its place in the run (null: imported).",
+                },
+            },
+        ),
         "RunAccepted": object_schema(
             "A run accepted for the queue, and where to follow it.",
             {"run_id": UUID, **following},
@@ -327,7 +337,7 @@ def answer_schemas() -> dict[str, dict]:
                 "started_at": MOMENT,
                 "finished_at": MOMENT,
                 "parameters": ref("RunParameters"),
-                "outputs": {"type": "array", "items": ref("Image")},
+                "outputs": {"type": "array", "items": ref("RunOutput")},
                 "versions": {"type": "array", "items": ref("Version")},
             },
         ),

@@ -206,6 +206,16 @@ def image_for_user(*, user, image_id) -> Image:
     return image
 
 
+def run_output(*, run: Run, image_id) -> Image | None:
+    """One of the run's own images (v1), by its id as a page posts it; None for any other id, or
+    for text that is no id."""
+    try:
+        image_id = uuid.UUID(str(image_id))
+    except ValueError:
+        return None
+    return next((image for image in run.outputs.all() if image.pk == image_id), None)
+
+
 def image_download_name(*, image: Image) -> str:
     """<run id>-<index>.png for a run's output, <run id>-v<N>.png for a refinement's, upload-0.png else."""
     if image.run_id:

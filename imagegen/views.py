@@ -129,13 +129,24 @@ def run_detail(request: HttpRequest, run_id) -> HttpResponse:
 @login_required
 @require_POST
 def run_variation(request: HttpRequest, run_id) -> HttpResponse:
+    """A variation of the run, or with `image` of that one of its images; then its page. From a
+    card (htmx) the browser is told to go there."""
     run = selectors.run_for_user(user=request.user, run_id=run_id)
+    image = None
+    if "image" in request.POST:
+        image = selectors.run_output(run=run, image_id=request.POST["image"])
+        if image is None:
+            raise Http404("No such image in this run.")
     try:
-        variation = services.run_variation_create(run=run)
+        variation = services.run_variation_create(run=run, image=image)
     except (services.QuotaExceededError, services.NothingToVaryError) as refusal:
         messages.error(request, str(refusal))
-        return redirect("imagegen:run", run_id=run.pk)
-    return redirect("imagegen:run", run_id=variation.pk)
+        target = run
+    else:
+        target = variation
+    if request.htmx:
+        return HttpResponseClientRedirect(target.get_absolute_url())
+    return redirect(target)
 
 
 @login_required

@@ -16,6 +16,7 @@ from .requests import (
     effective_steps,
     hires_first_pass_size,
     hires_size,
+    image_seed,
     random_seed,
     total_steps,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "get_engine",
     "hires_first_pass_size",
     "hires_size",
+    "image_seed",
     "model_load_count",
     "random_seed",
     "read_png_parameters",

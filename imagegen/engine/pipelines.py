@@ -35,7 +35,7 @@ from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attentio
 from .metadata import format_parameters
 from .previews import PreviewPacer, latents_to_preview
 from .reference import reference_attention, unfused_processor
-from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps, hires_size
+from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps, hires_size, image_seed
 from .tiny import ensure_tiny_model
 
 logger = logging.getLogger("imagegen.engine")
@@ -536,7 +536,7 @@ class Engine:
                 first,
                 prompts=each(lambda request: request.prompt_text),
                 negative_prompts=each(lambda request: request.negative_prompt),
-                seeds=[request.seed + place for request in requests for place in range(request.batch_size)],
+                seeds=[image_seed(request.seed, place) for request in requests for place in range(request.batch_size)],
                 steps=steps,
                 callback=callback if any(on_steps) else None,
                 previews=preview_every > 0,
@@ -588,7 +588,7 @@ class Engine:
                     steps=request.steps,
                     sampler=sampler,
                     guidance_scale=request.guidance_scale,
-                    seed=request.seed + place,
+                    seed=image_seed(request.seed, place),
                     width=width,  # with a hires fix, the first pass's size (as A1 writes it)
                     height=height,
                     model=model,

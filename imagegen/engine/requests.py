@@ -140,6 +140,12 @@ def effective_steps(steps: int, strength: float | None) -> int:
     return max(1, int(steps * strength))
 
 
+def image_seed(seed: int, place: int) -> int:
+    """The seed of the image at `place` in a request's batch: consecutive from the request's seed,
+    so image k of a batch is the image a batch of one makes from seed + k."""
+    return seed + place
+
+
 def random_seed() -> int:
     """Return a fresh random seed that fits the 32-bit range UIs and other tools accept."""
     return secrets.randbelow(2**32)

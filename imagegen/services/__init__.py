@@ -25,6 +25,7 @@ from .jobs import (
 )
 from .quota import QuotaExceededError, daily_quota, quota_claim
 from .runs import (
+    VARIATION_STRENGTH,
     NothingToVaryError,
     run_create,
     run_delete,
@@ -48,6 +49,7 @@ __all__ = [
     "NOT_SAVED",
     "QUEUE_UNAVAILABLE",
     "UNEXPECTED_FAILURE",
+    "VARIATION_STRENGTH",
     "WORKER_LOST",
     "Heartbeat",
     "JobOutcome",

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, Sum
 from django.utils import timezone
 
 from ..models import JobStatus, UserQuota, job_models
@@ -36,14 +36,20 @@ def daily_quota(*, user) -> int:
     return settings.IMAGEGEN_DAILY_QUOTA if override is None else override
 
 
-def quota_claim(*, user) -> None:
-    """Count one generation (a job of any kind) against the user's limits, or raise QuotaExceededError:
+def generations(count: int) -> str:
+    return f"{count} generation" if count == 1 else f"{count} generations"
+
+
+def quota_claim(*, user, images: int = 1) -> None:
+    """Count a job that makes `images` images against the user's limits, or raise QuotaExceededError:
 
     - jobs queued or running at once, IMAGEGEN_MAX_ACTIVE_JOBS (a slot frees when one ends or is
       cancelled), so one user cannot hold every GPU for hours;
     - jobs submitted within the last minute, IMAGEGEN_SUBMISSIONS_PER_MINUTE, so one user cannot
       flood the queue with jobs cancelled as fast as they are made;
-    - today's generations, the daily quota (IMAGEGEN_DAILY_QUOTA or the user's own).
+    - today's generations, the daily quota (IMAGEGEN_DAILY_QUOTA or the user's own). A generation
+      is an image: a run of 4 counts 4 (Job.quota_cost), and a job that would go past the quota
+      is refused whole rather than cut short.
 
     0 turns the first two off. Imports generate nothing and count for none of them. Call inside
     the transaction that creates the job: the user's row is locked first, so two requests at a
@@ -60,7 +66,7 @@ def quota_claim(*, user) -> None:
             active=Count("pk", filter=Q(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))),
             last_minute=Count("pk", filter=Q(queued_at__gte=window_start)),
             first_in_window=Min("queued_at", filter=Q(queued_at__gte=window_start)),
-            today=Count("pk", filter=Q(queued_at__gte=start_of_day)),
+            today=Sum(model.quota_cost, filter=Q(queued_at__gte=start_of_day)),
         )
         for model in job_models()
     ]
@@ -83,7 +89,13 @@ def quota_claim(*, user) -> None:
             retry_after=wait,
         )
     limit = daily_quota(user=user)
-    if sum(count["today"] for count in counts) >= limit:
+    used = sum(count["today"] or 0 for count in counts)
+    if used >= limit:
         raise QuotaExceededError(
             f"You have used all {limit} generations of your daily quota. It renews at midnight UTC."
+        )
+    if used + images > limit:
+        raise QuotaExceededError(
+            f"This job makes {images} images, and {generations(limit - used)} of your daily quota of "
+            f"{limit} are left. Make fewer images at once, or wait until it renews at midnight UTC."
         )

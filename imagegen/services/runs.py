@@ -9,6 +9,8 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from img2img.uploads import NormalisedImage, normalise_upload
+
 from ..engine import (
     DEFAULT_SCHEDULER,
     GenerationCancelled,
@@ -22,6 +24,7 @@ from ..engine import (
 from ..limits import DEFAULT_HIRES_STRENGTH
 from ..models import Image, JobStatus, Run
 from ..progress import ProgressReporter
+from ..storedfiles import open_image_file
 from .catalog import default_model, model_to_reuse
 from .images import OutputImage, image_open_rgb, image_store
 from .jobs import JobOutcome, job_cancel, job_enqueue, job_execute
@@ -29,9 +32,12 @@ from .quota import quota_claim
 from .workers import current_engine
 
 if TYPE_CHECKING:
-    from img2img.uploads import NormalisedImage
-
     from ..engine import GenerationResult
+
+
+# A variation of one image: image to image from it at this strength (Fooocus' "Vary (subtle)"
+# denoises 0.5 too), enough to change its details while keeping its composition.
+VARIATION_STRENGTH = 0.5
 
 
 class NothingToVaryError(ValueError):
@@ -51,7 +57,7 @@ def run_create(
     scheduler: str = DEFAULT_SCHEDULER,
     batch_size: int = 1,
     init_image: Image | None = None,
-    init_upload: "NormalisedImage | None" = None,
+    init_upload: NormalisedImage | None = None,
     strength: float | None = None,
     model: str | None = None,
     hires_scale: float | None = None,
@@ -77,7 +83,7 @@ def run_create(
     stored_upload: Image | None = None
     try:
         with transaction.atomic():
-            quota_claim(user=owner)
+            quota_claim(user=owner, images=batch_size)
             if init_upload is not None:
                 init_image = stored_upload = image_store(
                     owner=owner,
@@ -118,7 +124,7 @@ def run_create(
     return run
 
 
-def run_import(*, owner, upload: "NormalisedImage") -> Run:
+def run_import(*, owner, upload: NormalisedImage) -> Run:
     """Store an image the user brought to edit as a run that has already succeeded, the image its
     only output (v1 of its chain), so it can be refined like any result.
 
@@ -159,8 +165,15 @@ def run_import(*, owner, upload: "NormalisedImage") -> Run:
     return run
 
 
-def run_variation_create(*, run: Run) -> Run:
-    """The same request again (same init image and settings) with a new seed.
+def run_variation_create(*, run: Run, image: Image | None = None) -> Run:
+    """A variation of the run, or of one of its images.
+
+    Of the run: the same request again (same init image, settings and batch size) with a new seed.
+    Of one image (one of the run's outputs): "Vary (subtle)", as Fooocus calls it: a new
+    image-to-image run of one image from a copy of it, with the run's prompt and settings, a new
+    seed and strength VARIATION_STRENGTH, so it keeps that image's composition and changes its
+    details. (The next seed of the same request would not do: it is the next image of the batch.)
+    The copy is the new run's own upload, so either run can be deleted without the other.
 
     Raises QuotaExceededError, or NothingToVaryError for an imported run.
     """
@@ -168,21 +181,38 @@ def run_variation_create(*, run: Run) -> Run:
         raise NothingToVaryError("An imported image has no settings to vary; refine it instead.")
     width, height = run.first_pass_size
     hires = run.hires
-    return run_create(
-        owner=run.owner,
-        prompt=run.prompt,
-        negative_prompt=run.negative_prompt,
-        steps=run.steps,
-        guidance_scale=run.guidance_scale,
-        width=width,
-        height=height,
-        scheduler=run.scheduler,
-        batch_size=run.batch_size,
-        init_image=run.init_image,
-        strength=run.strength_float,
-        model=model_to_reuse(run.model).id,
-        **({"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps} if hires else {}),
+    hires_kept = (
+        {"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps} if hires else {}
     )
+    settings_kept = {
+        "owner": run.owner,
+        "prompt": run.prompt,
+        "negative_prompt": run.negative_prompt,
+        "steps": run.steps,
+        "guidance_scale": run.guidance_scale,
+        "width": width,
+        "height": height,
+        "scheduler": run.scheduler,
+        "model": model_to_reuse(run.model).id,
+    }
+    if image is None:
+        return run_create(
+            **settings_kept,
+            batch_size=run.batch_size,
+            init_image=run.init_image,
+            strength=run.strength_float,
+            **hires_kept,
+        )
+    if image.run_id != run.pk or image.kind != Image.Kind.OUTPUT:
+        raise ValueError(f"Image {image.pk} is not an output of run {run.pk}.")
+    return run_create(**settings_kept, init_upload=_init_upload_from(image), strength=VARIATION_STRENGTH)
+
+
+def _init_upload_from(image: Image) -> NormalisedImage:
+    """A copy of a stored image as an init upload, through the rules every upload passes (which
+    also leave its PNG's parameters behind: they describe the image it varies, not the variation)."""
+    with open_image_file(image=image) as file:  # a file gone from storage: a 404 saying so
+        return normalise_upload(file.read())
 
 
 def run_delete(*, run: Run) -> None:

@@ -49,6 +49,8 @@ def test_generate_accepts_and_defaults(client, token):
         ({"prompt": "fox", "width": 100}, "width"),
         ({"prompt": "fox", "height": 2048}, "height"),
         ({"prompt": "fox", "seed": "abc"}, "seed"),
+        ({"prompt": "fox", "batch_size": 0}, "batch_size"),
+        ({"prompt": "fox", "batch_size": 5}, "batch_size"),
     ],
 )
 def test_bad_input_is_400_naming_the_field_and_stores_nothing(client, token, body, field):
@@ -106,7 +108,29 @@ def test_run_detail_shows_parameters_and_outputs(client, token):
     assert body["parameters"]["seed"] == 1234
     assert body["parameters"]["num_inference_steps"] == 4
     assert body["outputs"] == [
-        {"image_id": str(image.pk), "url": f"http://testserver/images/{image.pk}", "width": 64, "height": 64}
+        {
+            "image_id": str(image.pk),
+            "url": f"http://testserver/images/{image.pk}",
+            "width": 64,
+            "height": 64,
+            "seed": 1234,
+        }
+    ]
+
+
+def test_a_run_of_several_images_lists_each_with_its_own_seed(client, token):
+    response = post_json(client, "/api/generate", {"prompt": "a red fox", "seed": 40, "batch_size": 3}, token)
+    assert response.status_code == 202
+    run = Run.objects.get(pk=response.json()["run_id"])
+    assert (run.batch_size, run.seeds) == (3, [40, 41, 42])
+    # As the worker stores them (here by hand), in any order: the answer lists them by their place.
+    images = [ImageFactory(owner=run.owner, run=run, index=index) for index in (2, 0, 1)]
+    body = client.get(response.json()["status_url"], headers={"Authorization": f"Bearer {token}"}).json()
+    assert body["parameters"]["batch_size"] == 3
+    assert [(output["image_id"], output["seed"]) for output in body["outputs"]] == [
+        (str(images[1].pk), 40),
+        (str(images[2].pk), 41),
+        (str(images[0].pk), 42),
     ]
 
 

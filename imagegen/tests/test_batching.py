@@ -70,6 +70,13 @@ def test_the_images_of_one_run_have_consecutive_seeds(engine: Engine) -> None:
     both = engine.generate(small(seed=40, batch_size=2))
     assert_same_pixels(both.images[1], engine.generate(small(seed=41)).images[0])
     assert "Seed: 40," in both.image_parameters[0] and "Seed: 41," in both.image_parameters[1]
+    # Image to image too: every image starts from the same init image, each from its own seed.
+    init = both.images[0]
+    three = engine.generate(small(init_image=init, strength=0.6, seed=60, batch_size=3))
+    for place in (0, 2):
+        alone = engine.generate(small(init_image=init, strength=0.6, seed=60 + place))
+        assert_same_pixels(three.images[place], alone.images[0])
+        assert three.image_parameters[place] == alone.image_parameters[0]
 
 
 def test_a_cancelled_job_is_dropped_and_the_others_finish(engine: Engine) -> None:
@@ -265,3 +272,21 @@ def test_the_batch_limit_defaults_to_none_on_a_cpu(settings):
     assert services.batch_limit() == 1
     settings.IMAGEGEN_MAX_BATCH = 4
     assert services.batch_limit() == 4
+
+
+@pytest.mark.django_db
+def test_a_run_of_several_images_shares_a_call_with_others_each_image_as_made_alone(settings):
+    settings.IMAGEGEN_MAX_BATCH = 2  # counts runs, whatever their images
+    user = UserFactory()
+    several = RunFactory(owner=user, prompt="a red fox", seed=50, batch_size=3)
+    single = RunFactory(owner=user, prompt="a blue whale", seed=7)
+    services.run_execute(run_id=several.pk, worker="gpu1")
+    several.refresh_from_db()
+    single.refresh_from_db()
+    assert (several.status, single.status, single.worker) == (JobStatus.SUCCEEDED, JobStatus.SUCCEEDED, "gpu1")
+    batched = output_pixels(several)
+    assert len(batched) == 3
+    for place, pixels in enumerate(batched):
+        (alone,) = made_alone(RunFactory.build(owner=user, prompt="a red fox", seed=50 + place))
+        assert np.abs(pixels - alone).max() <= PIXEL_TOLERANCE
+    assert np.abs(output_pixels(single)[0] - made_alone(single)[0]).max() <= PIXEL_TOLERANCE

@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from PIL import Image as PILImage
 from playwright.sync_api import expect
 
 from conftest import ARTIFACTS
@@ -78,8 +79,6 @@ def test_page_without_websockets_completes_by_polling(stack, page):
 
 
 def test_image_to_image_page_flow_and_variation(stack, page, tmp_path):
-    from PIL import Image as PILImage
-
     init = tmp_path / "photo.png"
     PILImage.new("RGB", (192, 128), (240, 180, 20)).save(init)
     not_an_image = tmp_path / "notes.txt"
@@ -140,6 +139,46 @@ def test_image_to_image_page_flow_and_variation(stack, page, tmp_path):
     variation = Run.objects.exclude(pk=run.pk).get(owner=user)
     assert variation.seed != run.seed and variation.init_image_id == run.init_image_id
     expect(page.locator(f"#run-{variation.pk} .result img.output")).to_be_visible(timeout=20_000)
+
+
+def test_a_run_of_three_images_shows_three_tiles_each_with_its_own_actions(stack, page):
+    user = UserFactory()
+    log_in(page, stack, user.username)
+    page.fill("textarea[name=prompt]", "three lighthouses")
+    page.click("summary")
+    for name, value in (("steps", "4"), ("width", "64"), ("height", "64"), ("seed", "70"), ("batch_size", "3")):
+        page.fill(f"input[name={name}]", value)
+    page.click("button[type=submit]")
+    expect(page.locator(".run-card").first).to_contain_text("three lighthouses")
+    run = Run.objects.get(prompt="three lighthouses")
+    tiles = page.locator(f"#run-{run.pk}-result figure.output-tile")
+    expect(tiles).to_have_count(3, timeout=30_000)
+    outputs = list(run.outputs.order_by("index"))
+    for place, (tile, image) in enumerate(zip(tiles.all(), outputs, strict=True)):
+        expect(tile.locator("img.output")).to_be_visible()
+        expect(tile).to_contain_text(f"Seed {70 + place}")
+        download = page.request.get(stack.base_url + tile.locator("a.download").get_attribute("href"))
+        assert download.body() == (stack.media_root / image.file.name).read_bytes()
+        expect(tile.locator(".refine-button")).to_be_visible()
+        expect(tile.locator(".variation-button")).to_be_visible()
+    # Two a row: the second tile beside the first, the third below them.
+    first, second, third = (tile.bounding_box() for tile in tiles.all())
+    assert second["x"] > first["x"] + first["width"] / 2 and abs(second["y"] - first["y"]) < 2
+    assert third["y"] >= first["y"] + first["height"]
+
+    # Refine opens the drawer on that image; Variation makes a run from that image.
+    tiles.nth(2).locator(".refine-button").click()
+    drawer_image = page.locator(".drawer-parent img")
+    expect(drawer_image).to_have_attribute("src", re.compile(str(outputs[2].pk)))
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    tiles.nth(1).locator(".variation-button").click()
+    page.wait_for_url(re.compile(rf"/runs/(?!{run.pk})"))
+    variation = Run.objects.exclude(pk=run.pk).get(owner=user)
+    assert (variation.generation_type, variation.prompt, variation.batch_size) == ("image_to_image", run.prompt, 1)
+    with variation.init_image.file.open("rb") as copy, outputs[1].file.open("rb") as original:
+        assert PILImage.open(copy).convert("RGB").tobytes() == PILImage.open(original).convert("RGB").tobytes()
+    expect(page.locator(f"#run-{variation.pk} .result img.output")).to_be_visible(timeout=30_000)
 
 
 def test_a_user_deletes_a_run_from_the_gallery_after_confirming(stack, page):

@@ -12,6 +12,14 @@ def test_valid_request_passes_and_seed_is_optional():
     assert form.is_valid(), form.errors
     assert form.run_arguments()["seed"] is None
     assert form.run_arguments()["scheduler"] == "euler_a"
+    assert form.run_arguments()["batch_size"] == 1  # left out: one image
+
+
+def test_a_batch_of_up_to_four_images():
+    for batch_size in (1, 4):
+        form = GenerateForm({**VALID, "batch_size": batch_size})
+        assert form.is_valid(), form.errors
+        assert form.run_arguments()["batch_size"] == batch_size
 
 
 @pytest.mark.parametrize(
@@ -32,6 +40,9 @@ def test_valid_request_passes_and_seed_is_optional():
         ("seed", -1, "greater than or equal to 0"),
         ("seed", 2**32, "less than or equal to"),
         ("scheduler", "warp-drive", "Select a valid choice"),
+        ("batch_size", 0, "greater than or equal to 1"),
+        ("batch_size", 5, "less than or equal to 4"),
+        ("batch_size", "two", "Enter a whole number."),
     ],
 )
 def test_each_rule_names_its_field(field, value, message):

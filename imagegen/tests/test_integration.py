@@ -1,9 +1,12 @@
 """End to end through real processes: uvicorn, a Celery worker, Redis and a WebSocket client."""
 
+import io
 import json
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image as PILImage
 from websockets.sync.client import connect
 
 from imagegen import services
@@ -129,3 +132,31 @@ def test_text_then_image_to_image_in_one_worker_without_loading_again(stack, tmp
     run = Run.objects.get(pk=image_run["run_id"])
     assert (run.generation_type, run.width, run.height) == ("image_to_image", 128, 128)
     assert stack.worker_log_text().count("Loading model") == loads_before
+
+
+def test_a_run_of_three_images_through_a_real_worker(stack):
+    token = services.api_token_create(username="batch-user")
+    request = {"prompt": "a lighthouse", "num_inference_steps": 4, "width": 64, "height": 64}
+
+    def made(seed: int, batch_size: int) -> dict:
+        status, body = api(stack, "POST", "/api/generate", token, {**request, "seed": seed, "batch_size": batch_size})
+        assert status == 202
+        accepted = json.loads(body)
+        events = events_until_closed(accepted["ws_url"], token)
+        assert events[-1]["type"] == "job.result" and len(events[-1]["outputs"]) == batch_size
+        return json.loads(api(stack, "GET", accepted["status_url"], token)[1])
+
+    def pixels(png: bytes) -> np.ndarray:
+        return np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
+
+    run = made(300, 3)
+    assert run["status"] == "succeeded" and run["parameters"]["batch_size"] == 3
+    assert [output["seed"] for output in run["outputs"]] == [300, 301, 302]
+    pngs = [api(stack, "GET", output["url"], token)[1] for output in run["outputs"]]
+    for png, seed in zip(pngs, (300, 301, 302), strict=True):
+        assert f"Seed: {seed}," in read_png_parameters(png)
+    # Three different images, and image k is the one a run of one makes from seed + k.
+    assert np.abs(pixels(pngs[0]) - pixels(pngs[1])).max() > 10
+    for place in (1, 2):
+        (alone,) = made(300 + place, 1)["outputs"]
+        assert np.abs(pixels(pngs[place]) - pixels(api(stack, "GET", alone["url"], token)[1])).max() <= 2

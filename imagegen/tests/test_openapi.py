@@ -163,6 +163,13 @@ def test_the_rules_read_as_the_readme_states_them(spec):
     for side in ("width", "height"):
         assert generate[side] == {"type": "integer", "multipleOf": 8, "minimum": 64, "maximum": 1024, "default": 512}
     assert generate["scheduler"]["enum"] == list(SAMPLER_LABELS) and generate["scheduler"]["default"] == "euler_a"
+    assert generate["batch_size"] | {"description": ""} == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 4,
+        "default": 1,
+        "description": "",
+    }
     image_to_image = schemas["ImageToImageRequest"]
     assert "width" not in image_to_image["properties"] and image_to_image["required"] == ["prompt", "init_image"]
     assert image_to_image["properties"]["init_image"]["format"] == "binary"

@@ -22,7 +22,7 @@ from imagegen.engine import read_png_parameters
 from imagegen.models import Image, JobStatus, Run, UserQuota
 from imagegen.progress import ProgressReporter
 
-from .factories import RunFactory, UserFactory
+from .factories import ImageFactory, RunFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -141,6 +141,42 @@ def test_variation_keeps_init_image_and_settings_with_a_new_seed():
         5,
         run.strength,
     )
+
+
+def test_a_variation_of_one_image_starts_from_a_copy_of_it():
+    run = RunFactory(prompt="a fox", negative_prompt="blurry", steps=10, batch_size=2, seed=7, status="succeeded")
+    first, second = (ImageFactory(owner=run.owner, run=run, index=index) for index in (0, 1))
+    variation = services.run_variation_create(run=run, image=second)
+    assert variation.generation_type == Run.GenerationType.IMAGE_TO_IMAGE
+    assert (variation.prompt, variation.negative_prompt, variation.steps, variation.batch_size) == (
+        "a fox",
+        "blurry",
+        10,
+        1,
+    )
+    assert variation.strength_float == services.VARIATION_STRENGTH and variation.total_steps == 5
+    init = variation.init_image
+    assert init.kind == Image.Kind.UPLOAD and init.pk not in (first.pk, second.pk)
+    with init.file.open("rb") as copy, second.file.open("rb") as original:
+        assert PILImage.open(copy).convert("RGB").tobytes() == PILImage.open(original).convert("RGB").tobytes()
+    # Each run can go without the other.
+    services.run_delete(run=run)
+    assert Image.objects.filter(pk=init.pk).exists() and default_storage.exists(init.file.name)
+    with pytest.raises(ValueError, match="not an output"):
+        services.run_variation_create(run=variation, image=second)
+
+
+def test_a_run_of_four_counts_four_against_the_daily_quota(settings):
+    settings.IMAGEGEN_DAILY_QUOTA = 5
+    owner = UserFactory()
+    arguments = {"owner": owner, "prompt": "fox", "steps": 2, "guidance_scale": 7.5, "width": 64, "height": 64}
+    services.run_create(**arguments, batch_size=4)
+    with pytest.raises(services.QuotaExceededError, match="makes 2 images, and 1 generation of your daily quota"):
+        services.run_create(**arguments, batch_size=2)
+    services.run_create(**arguments)  # the last one
+    with pytest.raises(services.QuotaExceededError, match="used all 5 generations"):
+        services.run_create(**arguments)
+    assert list(Run.objects.order_by("queued_at").values_list("batch_size", flat=True)) == [4, 1]
 
 
 def test_over_quota_creates_nothing(settings):

@@ -190,6 +190,45 @@ def test_over_quota_is_a_clear_message_on_the_page(user_client, settings):
     assert not Run.objects.exists()
 
 
+def test_a_run_of_three_shows_three_tiles_each_with_its_own_actions(user_client):
+    run = RunFactory(owner=user_client.user, batch_size=3, seed=40, status="succeeded")
+    images = [ImageFactory(owner=run.owner, run=run, index=index) for index in (0, 1, 2)]
+    for url in (f"/runs/{run.pk}/", "/", "/gallery/"):
+        page = user_client.get(url).content.decode()
+        tiles = re.findall(r'<figure class="output-tile" data-image-id="([^"]+)">(.*?)</figure>', page, re.S)
+        assert [image_id for image_id, _ in tiles] == [str(image.pk) for image in images], url
+        for (_, tile), image, seed in zip(tiles, images, (40, 41, 42), strict=True):
+            assert f"Seed {seed}<" in tile
+            assert f'href="/images/{image.pk}?download"' in tile
+            assert f'hx-get="/runs/{run.pk}/refine/?image={image.pk}"' in tile
+            assert f'hx-post="/runs/{run.pk}/variation/"' in tile and f'"image": "{image.pk}"' in tile
+    assert "seeds 40–42" in page
+    run_page = user_client.get(f"/runs/{run.pk}/").content.decode()
+    assert "<dt>Seeds</dt><dd>40, 41, 42</dd>" in run_page
+    # An imported image has no settings to vary: its tile offers no Variation.
+    imported = RunFactory(owner=user_client.user, generation_type="imported", status="succeeded")
+    ImageFactory(owner=imported.owner, run=imported, kind="upload")
+    page = user_client.get(f"/runs/{imported.pk}/").content.decode()
+    assert 'class="output-tile"' in page and "variation-button" not in page
+
+
+def test_variation_of_one_image_from_its_tile(user_client):
+    run = RunFactory(owner=user_client.user, batch_size=2, status="succeeded")
+    images = [ImageFactory(owner=run.owner, run=run, index=index) for index in (0, 1)]
+    response = user_client.post(
+        f"/runs/{run.pk}/variation/", {"image": str(images[1].pk)}, headers={"HX-Request": "true"}
+    )
+    variation = Run.objects.exclude(pk=run.pk).get()
+    assert response["HX-Redirect"] == f"/runs/{variation.pk}/"
+    assert (variation.generation_type, variation.batch_size) == ("image_to_image", 1)
+    # Not an image of this run (another run's, or no id at all): 404, nothing made.
+    others = RunFactory(owner=user_client.user, status="succeeded")
+    foreign = ImageFactory(owner=run.owner, run=others)
+    for image_id in (str(foreign.pk), "not-an-id", str(variation.init_image_id)):
+        assert user_client.post(f"/runs/{run.pk}/variation/", {"image": image_id}).status_code == 404
+    assert Run.objects.count() == 3
+
+
 def test_variation_makes_a_new_run_with_another_seed(user_client):
     user_client.post("/", {**IMAGE_MODE, "init_image": png_file(), "seed": 5})
     run = Run.objects.get()
