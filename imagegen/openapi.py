@@ -18,12 +18,13 @@ from django.core import validators as django_validators
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import IntConverter, StringConverter, UUIDConverter
 
-from img2img.forms import ApiImageToImageForm, ImageUploadForm
+from img2img.forms import ApiImageToImageForm, ImageUploadForm, SettingsImageForm, StudioForm
 from refinement.forms import PAYLOAD_FORMS, RefineForm
 from refinement.models import Refinement
 
 from . import consumers, limits, progress, validators
 from .api import API_PREFIX
+from .engine import SOURCE_LABELS
 from .forms import ApiGenerateForm
 from .models import JobStatus, Run
 from .routing import api_ws_path
@@ -133,6 +134,7 @@ REQUEST_FORMS: dict[str, tuple[type[forms.Form], str]] = {
     "GenerateRequest": (ApiGenerateForm, "A text-to-image run."),
     "ImageToImageRequest": (ApiImageToImageForm, "An image-to-image run: the output takes the init image's size."),
     "ImageUpload": (ImageUploadForm, "An image file."),
+    "SettingsImage": (SettingsImageForm, "An image whose generation settings to read."),
     **{
         payload_schema_name(refinement_type): (form, f"The payload of a `{refinement_type}` refinement.")
         for refinement_type, form in PAYLOAD_FORMS.items()
@@ -219,6 +221,13 @@ def type_schema(hint) -> dict:
         return ref(hint.__name__)
     scalars = {str: "string", int: "integer", float: "number", bool: "boolean"}
     return {"type": scalars[hint]}
+
+
+def settings_field_schema(name: str) -> dict:
+    """A field of the generate form as ImageSettings fills it: its type, without limits or default
+    (the value is one the form accepts)."""
+    schema = field_schema(StudioForm.base_fields[name])
+    return {key: schema[key] for key in ("type", "enum", "description") if key in schema}
 
 
 def answer_schemas() -> dict[str, dict]:
@@ -310,6 +319,31 @@ def answer_schemas() -> dict[str, dict]:
                 "parameters": ref("RunParameters"),
                 "outputs": {"type": "array", "items": ref("Image")},
                 "versions": {"type": "array", "items": ref("Version")},
+            },
+        ),
+        "ImageSettings": object_schema(
+            "The generation settings an image carries, as the generate page's form fields, ready to fill "
+            "it (or, with `steps` as `num_inference_steps`, to send to `/api/generate`). Only the "
+            "settings the image states and the form accepts are in `fields`; `notes` say what was left "
+            "out or changed (an unknown sampler becomes the default).",
+            {
+                "source": {
+                    "type": ["string", "null"],
+                    "enum": [*SOURCE_LABELS, None],
+                    "description": "The format the settings were read in (`a1111` also for this studio's "
+                    "own images); null when the image carries none.",
+                },
+                "source_label": {"type": ["string", "null"], "description": "The same, in words."},
+                "fields": {
+                    "type": "object",
+                    "properties": {
+                        name: settings_field_schema(name)
+                        for name in StudioForm.base_fields
+                        if name not in ("mode", "init_image", "init_image_id")
+                    },
+                },
+                "model": {**TEXT, "description": "The model the image names (empty when none)."},
+                "notes": {"type": "array", "items": TEXT},
             },
         ),
         "ImportedImage": object_schema("The run the image became (its v1).", {"run_id": UUID, **image}),
@@ -471,6 +505,19 @@ OPERATIONS = [
         description="The image becomes a run of type `imported`, succeeded at once, ready to refine. "
         "It does not count against the quota.",
         request="ImageUpload",
+        media_type=MULTIPART,
+    ),
+    Operation(
+        "imagegen:api_parameters",
+        "post",
+        "read_image_settings",
+        "Images",
+        "The generation settings an image carries",
+        Answer(200, "What the image carries (nothing is stored).", "ImageSettings"),
+        description="Reads the settings a PNG made by this studio, AUTOMATIC1111, Fooocus or InvokeAI "
+        "carries in its text chunks (`parameters`, `fooocus_scheme`, `invokeai_metadata`); its pixels "
+        "are not decoded. A JPEG or WebP is answered with no settings.",
+        request="SettingsImage",
         media_type=MULTIPART,
     ),
     Operation(

@@ -23,6 +23,7 @@ imagegen_patterns = [
     path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
     path("api/v1/imports", img2img_api.import_image, name="api_import"),
+    path("api/v1/parameters", img2img_api.image_settings, name="api_parameters"),
     path("api/v1/runs/<uuid:job_id>/cancel", api.job_cancel, name="api_run_cancel"),
     path("api/v1/openapi.json", apidocs.openapi_description, name="api_openapi"),
     path("api/docs", apidocs.docs_page, name="api_docs"),

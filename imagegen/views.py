@@ -1,6 +1,7 @@
 """The pages: generate, gallery, run, and the owner-checked image files."""
 
 import mimetypes
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +38,11 @@ GENERATION_TYPES = Run.GenerationType.choices
 @login_required
 @require_http_methods(["GET", "POST"])
 def generate(request: HttpRequest) -> HttpResponse:
-    form = StudioForm(request.POST or None, request.FILES or None)
+    """The form and the recent runs. `?from=<run id>` ("Use these settings") fills the form with one
+    of the user's runs' settings; another user's run is missing (404)."""
+    reused_run = reused_run_for(request) if request.method == "GET" else None
+    initial = StudioForm.initial_from_run(reused_run) if reused_run else None
+    form = StudioForm(request.POST or None, request.FILES or None, owner=request.user, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             if form.import_mode:
@@ -53,7 +58,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 # The new card goes on top of the list; the form keeps its values for the next try.
                 return render(request, "imagegen/generate.html#new-run", {"run": run})
             return redirect("imagegen:run", run_id=run.pk)
-    context = {"form": form, "max_upload_bytes": MAX_UPLOAD_BYTES}
+    context = {"form": form, "max_upload_bytes": MAX_UPLOAD_BYTES, "reused_run": reused_run}
     if request.method == "POST" and request.htmx:
         response = render(request, "imagegen/generate.html#generate-form", context)
         response["HX-Retarget"] = "#generate-form"
@@ -61,6 +66,18 @@ def generate(request: HttpRequest) -> HttpResponse:
         return response
     context["runs"] = selectors.runs_for_user(user=request.user)[:RECENT_RUNS_ON_GENERATE_PAGE]
     return render(request, "imagegen/generate.html", context)
+
+
+def reused_run_for(request: HttpRequest) -> Run | None:
+    """The run `?from=` names, if it is the user's; None without one."""
+    run_id = request.GET.get("from")
+    if not run_id:
+        return None
+    try:
+        run_id = uuid.UUID(run_id)
+    except ValueError:
+        raise Http404("No such run.") from None
+    return selectors.run_for_user(user=request.user, run_id=run_id)
 
 
 def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:

@@ -25,6 +25,7 @@ from referencing.jsonschema import DRAFT202012
 from conftest import ARTIFACTS
 from imagegen import progress, selectors, services
 from imagegen.asgi import application
+from imagegen.engine import encode_png
 from imagegen.engine.requests import SAMPLER_LABELS
 from imagegen.models import JobStatus, Run
 from imagegen.openapi import REQUEST_FORMS
@@ -66,6 +67,15 @@ def png(size=(64, 64), picture=None, name="picture.png") -> SimpleUploadedFile:
     buffer = io.BytesIO()
     (picture or PILImage.new("RGB", size, (40, 90, 160))).save(buffer, format="PNG")
     return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/png")
+
+
+def run_png() -> SimpleUploadedFile:
+    """A PNG carrying this studio's parameters, with every setting the form has."""
+    text = (
+        "a fox\nNegative prompt: fog\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, "
+        "Model: tiny, Denoising strength: 0.5"
+    )
+    return SimpleUploadedFile("fox.png", encode_png(PILImage.new("RGB", (64, 64)), text), content_type="image/png")
 
 
 def post_json(client: Client, url: str, body) -> object:
@@ -179,6 +189,7 @@ MINIMAL_BODIES = {
     "GenerateRequest": {"prompt": "a fox"},
     "ImageToImageRequest": {"prompt": "a fox"},  # and an init_image
     "ImageUpload": {},  # and an image
+    "SettingsImage": {},  # and an image
     "GeneralRefinement": {"type": "general", "payload": {"prompt": "warmer"}},
     "RegionRefinement": {"type": "region", "payload": {"masks": [{"bbox": [0, 0, 8, 8], "prompt": "a door"}]}},
     "SubjectRefinement": {"type": "subject", "payload": {"instructions": "a terrier", "bbox": [0, 0, 8, 8]}},
@@ -345,6 +356,9 @@ def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, clien
     lines = described.check("get", "/api/v1/images/{image_id}/text", api.get(f"/api/v1/images/{image_id}/text"))
     assert [line["text"] for line in lines["lines"]] == ["GRAND OPENNING", "Sumer Sale"]
     described.check("post", "/api/v1/uploads", api.post("/api/v1/uploads", {"image": png()}))
+    settings_read = described.check("post", "/api/v1/parameters", api.post("/api/v1/parameters", {"image": png()}))
+    assert settings_read["source"] is None  # a PNG with no settings
+    described.check("post", "/api/v1/parameters", api.post("/api/v1/parameters", {"image": run_png()}))
 
     # Text repair of the line OCR found, made here (creativity 1 needs no model): real checks.
     refine = {
