@@ -12,7 +12,7 @@ from django.contrib.contenttypes import views as contenttype_views
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -24,6 +24,7 @@ from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
+from .forms import GALLERY_TYPES, GalleryFilterForm
 from .models import Run
 from .storedfiles import StoredFileMissing, open_image_file
 
@@ -31,8 +32,6 @@ RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
 # Thumbnails are named by their image's id and never rewritten: the browser keeps them a year.
 THUMBNAIL_MAX_AGE = 365 * 24 * 3600
-# The gallery's filters, worked out once: an enum's choices are rebuilt each time they are read.
-GENERATION_TYPES = Run.GenerationType.choices
 
 
 @login_required
@@ -99,26 +98,32 @@ def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:
 @login_required
 @require_GET
 def gallery(request: HttpRequest) -> HttpResponse:
-    generation_type = request.GET.get("type")
-    if generation_type not in dict(GENERATION_TYPES):
-        generation_type = None
-    state = selectors.gallery_state(user=request.user, generation_type=generation_type)
+    """Every run of the user's as cards; `q` searches the prompts, `model` and `type` filter."""
+    filter_form = GalleryFilterForm(request.GET)
+    filters = filter_form.filters()
+    state = selectors.gallery_state(user=request.user, **filters)
     # The page number as Paginator corrects it, from the count alone (no query): one key per real page.
     number = Paginator(range(state["count"]), GALLERY_PAGE_SIZE).get_page(request.GET.get("page")).number
 
-    def render_grid() -> str:
-        runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
+    def render_part() -> str:
+        query = QueryDict(mutable=True)
+        query.update(filter_form.parameters())
+        runs = selectors.gallery_runs(user=request.user, **filters)
         page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(number)
-        context = {"runs": page, "page": page, "generation_type": generation_type}
-        return render_to_string("imagegen/gallery.html#grid", context)
+        context = {
+            "runs": page,
+            "page": page,
+            "filters": filter_form.parameters(),
+            "query": query,  # what the links keep: the filters (each page link sets its own page)
+            "models": selectors.gallery_models(user=request.user),
+            "generation_types": GALLERY_TYPES,
+        }
+        return render_to_string("imagegen/gallery.html#filtered-grid", context)
 
-    grid = cached_part(f"gallery:{request.user.pk}:{generation_type}:{number}", state["digest"], render_grid)
-    context = {
-        "grid": mark_safe(grid),
-        "generation_type": generation_type,
-        "generation_types": GENERATION_TYPES,
-    }
-    return render(request, "imagegen/gallery.html", context)
+    # The filters are part of the key: a search never gets another search's cards. They are hashed,
+    # so a long or odd search is as good a key as any.
+    key = f"gallery:{request.user.pk}:{selectors.state_digest(sorted(filters.items()))}:{number}"
+    return render(request, "imagegen/gallery.html", {"grid": mark_safe(cached_part(key, state["digest"], render_part))})
 
 
 @login_required

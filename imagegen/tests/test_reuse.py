@@ -165,3 +165,88 @@ def test_a_file_that_is_no_image_is_a_400_naming_the_field(user_client):
     response = user_client.post("/api/v1/parameters", {"image": broken})
     assert response.status_code == 400 and response.json()["field"] == "image"
     assert Client().post("/api/v1/parameters", {"image": png_upload()}).status_code == 401
+
+
+# The gallery's search and filters
+
+
+def card_prompts(page: str) -> list[str]:
+    return re.findall(r'<a class="prompt" href="/runs/[^"]+/">([^<]*)</a>', page)
+
+
+def test_the_gallery_searches_prompts_in_any_case_and_filters_by_model_and_type(user_client):
+    owner = user_client.user
+    RunFactory(owner=owner, prompt="A Red Fox in snow", model="tiny")
+    RunFactory(owner=owner, prompt="a red fox at dusk", model="sd15")
+    RunFactory(owner=owner, prompt="a blue whale", model="sd15")
+    upload = ImageFactory(owner=owner, kind=Image.Kind.UPLOAD)
+    RunFactory(owner=owner, prompt="a red fox, watercolour", generation_type="image_to_image", init_image=upload)
+    RunFactory(owner=UserFactory(), prompt="someone else's red fox", model="sd15")
+
+    def shown(query: str) -> list[str]:
+        return sorted(card_prompts(user_client.get(f"/gallery/{query}").content.decode()))
+
+    assert shown("?q=RED+fox") == ["A Red Fox in snow", "a red fox at dusk", "a red fox, watercolour"]
+    assert shown("?q=red+fox&model=sd15") == ["a red fox at dusk"]
+    assert shown("?model=sd15") == ["a blue whale", "a red fox at dusk"]
+    assert shown("?q=fox&type=image_to_image") == ["a red fox, watercolour"]
+    assert shown("?q=nothing+like+this") == []
+    assert "No runs match." in user_client.get("/gallery/?q=nothing").content.decode()
+    assert len(shown("?type=bogus&model=")) == 4  # what is not a valid filter is no filter
+    page = user_client.get("/gallery/?q=fox&model=sd15").content.decode()
+    # The filters offer the user's own models, and every type link keeps the search and the model.
+    assert '<option value="sd15" selected>sd15</option>' in page and '<option value="tiny">' in page
+    assert 'href="/gallery/?q=fox&amp;model=sd15&amp;type=image_to_image"' in page
+    assert 'value="fox"' in page
+
+
+def test_the_gallery_filters_refined_runs(user_client):
+    from refinement.tests.factories import succeeded_refinement
+
+    refined = RunFactory(owner=user_client.user, prompt="refined one", status="succeeded")
+    ImageFactory(owner=user_client.user, run=refined)
+    succeeded_refinement(refined)
+    RunFactory(owner=user_client.user, prompt="plain one")
+    assert card_prompts(user_client.get("/gallery/?type=refined").content.decode()) == ["refined one"]
+    assert card_prompts(user_client.get("/gallery/?type=refined&q=plain").content.decode()) == []
+
+
+def test_a_search_keeps_its_filters_through_the_pages(user_client):
+    for number in range(30):
+        RunFactory(owner=user_client.user, prompt=f"fox number {number:02d}", model="sd15")
+        RunFactory(owner=user_client.user, prompt=f"whale number {number:02d}", model="sd15")
+    first = user_client.get("/gallery/?q=fox&model=sd15").content.decode()
+    assert "Page 1 of 2" in first and "whale" not in first
+    older = re.search(r'<a href="([^"]+)">Older →</a>', first).group(1).replace("&amp;", "&")
+    assert older == "/gallery/?q=fox&model=sd15&page=2"
+    second = user_client.get(older).content.decode()
+    assert card_prompts(second) == [f"fox number {number:02d}" for number in range(5, -1, -1)]
+    assert "Page 2 of 2" in second and "← Newer" in second
+
+
+def test_the_cached_grid_never_answers_another_search(user_client):
+    """The grid is cached per process by the rows' state: each search and filter is a key of its own,
+    and a change to the rows is seen by every one of them."""
+    owner = user_client.user
+    RunFactory(owner=owner, prompt="a red fox", model="tiny")
+    RunFactory(owner=owner, prompt="a blue whale", model="sd15")
+    searches = {"?q=fox": ["a red fox"], "?q=whale": ["a blue whale"], "?model=tiny": ["a red fox"], "": None}
+    for _ in range(2):  # the second time from the cache
+        for query, expected in searches.items():
+            prompts = sorted(card_prompts(user_client.get(f"/gallery/{query}").content.decode()))
+            assert prompts == (expected or ["a blue whale", "a red fox"]), query
+    # A search the same but for case, and one the same but for a filter, are other keys too.
+    assert card_prompts(user_client.get("/gallery/?q=FOX&model=sd15").content.decode()) == []
+    RunFactory(owner=owner, prompt="another fox", model="sd15")  # a new run: a new state for every search
+    assert sorted(card_prompts(user_client.get("/gallery/?q=fox").content.decode())) == ["a red fox", "another fox"]
+    assert card_prompts(user_client.get("/gallery/?q=FOX&model=sd15").content.decode()) == ["another fox"]
+    assert '<option value="sd15" selected>' in user_client.get("/gallery/?model=sd15").content.decode()
+
+
+def test_a_filtered_gallery_page_costs_four_queries_and_a_search_five(user_client, django_assert_num_queries):
+    for number in range(3):
+        RunFactory(owner=user_client.user, prompt=f"fox {number}", model="sd15")
+    for query, queries in (("?model=sd15&type=text_to_image", 4), ("?q=fox", 5)):
+        user_client.get(f"/gallery/{query}")
+        with django_assert_num_queries(queries):
+            user_client.get(f"/gallery/{query}")
