@@ -78,9 +78,7 @@ class GalleryFilterForm(forms.Form):
     """The gallery's search and filters (GET parameters, also the API's run list's): a value that is
     not valid is ignored, as if it were not there."""
 
-    q = forms.CharField(
-        label="Prompt contains", max_length=limits.MAX_PROMPT_LENGTH, required=False, strip=True
-    )
+    q = forms.CharField(label="Prompt contains", max_length=limits.MAX_PROMPT_LENGTH, required=False, strip=True)
     model = forms.CharField(max_length=255, required=False, strip=True)
     type = forms.ChoiceField(choices=GALLERY_TYPES, required=False)
 
