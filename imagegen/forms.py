@@ -88,8 +88,14 @@ class GalleryFilterForm(forms.Form):
     def parameters(self) -> dict[str, str]:
         """The valid, non-empty ones, by their GET names: what the page's links keep."""
         self.is_valid()
-        return {name: value for name, value in self.cleaned_data.items() if value}
+        return {name: value for name, value in self.cleaned_data.items() if value and name in self.arguments}
 
     def filters(self) -> dict[str, str]:
         """The same as keyword arguments of selectors.gallery_runs (and gallery_state)."""
         return {self.arguments[name]: value for name, value in self.parameters().items()}
+
+
+class ApiRunListForm(GalleryFilterForm):
+    """The API's run list: the gallery's filters, where a value that is not valid is a 400, and a page."""
+
+    page = forms.IntegerField(min_value=1, required=False, help_text="1 is the newest runs.")

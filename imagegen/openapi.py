@@ -25,7 +25,7 @@ from refinement.models import Refinement
 from . import consumers, limits, progress, validators
 from .api import API_PREFIX
 from .engine import SOURCE_LABELS
-from .forms import ApiGenerateForm
+from .forms import ApiGenerateForm, ApiRunListForm
 from .models import JobStatus, Run
 from .routing import api_ws_path
 
@@ -346,6 +346,29 @@ def answer_schemas() -> dict[str, dict]:
                 "notes": {"type": "array", "items": TEXT},
             },
         ),
+        "RunSummary": object_schema(
+            "A run as the run list shows it: `url` has the rest.",
+            {
+                "run_id": UUID,
+                "url": {**ABSOLUTE_URL, "description": "The run (`GET /api/v1/runs/{run_id}`)."},
+                "status": ref("JobStatus"),
+                "generation_type": {"type": "string", "enum": list(Run.GenerationType.values)},
+                "prompt": TEXT,
+                "model": TEXT,
+                "versions": {**WHOLE, "description": "How many versions its chain has (1: none refined)."},
+                "queued_at": MOMENT,
+                "outputs": {"type": "array", "items": ref("Image")},
+            },
+        ),
+        "RunList": object_schema(
+            "One page of runs.",
+            {
+                "count": {**WHOLE, "description": "How many runs the filters select, on every page."},
+                "page": WHOLE,
+                "pages": WHOLE,
+                "runs": {"type": "array", "items": ref("RunSummary")},
+            },
+        ),
         "ImportedImage": object_schema("The run the image became (its v1).", {"run_id": UUID, **image}),
         "ReferenceImage": object_schema(
             "A reference image for subject repair: its id goes in `payload.referenceFileId`.",
@@ -432,6 +455,7 @@ class Operation:
     description: str = ""
     request: str | None = None  # a request schema's name
     media_type: str = JSON
+    query: type[forms.Form] | None = None  # the form that validates the query string's parameters
     # Besides those every operation of its kind has (401; 403 for writes; 404 with an id in the
     # path; 400 and 413 with a body): status → what it means here.
     errors: dict[int, str] = field(default_factory=dict)
@@ -469,6 +493,17 @@ OPERATIONS = [
         request="ImageToImageRequest",
         media_type=MULTIPART,
         errors=SUBMISSION_ERRORS,
+    ),
+    Operation(
+        "imagegen:api_runs",
+        "get",
+        "list_runs",
+        "Runs",
+        "Your runs, newest first, searched and filtered",
+        Answer(200, "One page of the runs (24 a page); an empty `runs` past the last page.", "RunList"),
+        description="The gallery's search and filters: `q` finds runs whose prompt contains it (in any "
+        "case), `model` and `type` (a generation type, or `refined`: runs with versions beyond v1) filter.",
+        query=ApiRunListForm,
     ),
     Operation(
         "imagegen:api_run",
@@ -649,6 +684,8 @@ def operation_description(operation: Operation, route: ApiRoute) -> dict:
         statuses.add(404)
     if operation.request:
         statuses |= {400, 413}
+    if operation.query:
+        statuses.add(400)
     answer = operation.answer
     responses = {str(answer.status): {"description": answer.description}}
     if answer.schema:
@@ -662,6 +699,10 @@ def operation_description(operation: Operation, route: ApiRoute) -> dict:
         "parameters": [
             {"name": name, "in": "path", "required": True, "schema": schema}
             for name, schema in route.parameters.items()
+        ]
+        + [
+            {"name": name, "in": "query", "required": field.required, "schema": field_schema(field)}
+            for name, field in (operation.query.base_fields.items() if operation.query else ())
         ],
     }
     if operation.request:

@@ -21,6 +21,7 @@ imagegen_patterns = [
     path("images/<uuid:image_id>/thumbnail", views.image_thumbnail, name="image_thumbnail"),
     path("api/generate", api.generate, name="api_generate"),
     path("api/generate_img2img", img2img_api.generate_img2img, name="api_generate_img2img"),
+    path("api/v1/runs", api.run_list, name="api_runs"),
     path("api/v1/runs/<uuid:run_id>", api.run_detail, name="api_run"),
     path("api/v1/imports", img2img_api.import_image, name="api_import"),
     path("api/v1/parameters", img2img_api.image_settings, name="api_parameters"),

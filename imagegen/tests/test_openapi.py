@@ -107,10 +107,11 @@ def test_every_api_url_is_described_with_the_methods_its_view_takes(spec):
         view = resolve(route.fill({placeholder.name: str(uuid.uuid4()) for placeholder in route.placeholders})).func
         assert sorted(method.upper() for method in spec["paths"][path]) == sorted(view.allowed_methods), path
         for operation in spec["paths"][path].values():
-            assert [parameter["name"] for parameter in operation["parameters"]] == [
+            in_path = [parameter for parameter in operation["parameters"] if parameter["in"] == "path"]
+            assert [parameter["name"] for parameter in in_path] == [
                 placeholder.name for placeholder in route.placeholders
             ]
-            assert all(parameter["schema"]["format"] == "uuid" for parameter in operation["parameters"])
+            assert all(parameter["schema"]["format"] == "uuid" for parameter in in_path)
             assert "401" in operation["responses"]
     # The WebSocket has no place in OpenAPI: it is described in words, at the top.
     sockets = ["/" + ROUTE_PARAMETER.sub(r"{\1}", str(route.pattern)) for route in websocket_urlpatterns]
@@ -374,6 +375,9 @@ def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, clien
     described.check("post", "/api/v1/refinements/{job_id}/cancel", api.post(f"/api/v1/refinements/{job_id}/cancel"))
     run = described.check("get", "/api/v1/runs/{run_id}", api.get(f"/api/v1/runs/{run_id}"))
     assert [version["version"] for version in run["versions"]] == [1, 2]
+    listed = described.check("get", "/api/v1/runs", api.get("/api/v1/runs?type=refined"))
+    assert [(run["run_id"], run["versions"]) for run in listed["runs"]] == [(run_id, 2)]
+    described.check("get", "/api/v1/runs", api.get("/api/v1/runs?type=bogus"))  # 400
 
     generate = {"prompt": "a fox", "num_inference_steps": 2, "width": 64, "height": 64, "seed": 1}
     assert not schema_problems(spec, "GenerateRequest", generate)

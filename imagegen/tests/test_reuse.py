@@ -250,3 +250,25 @@ def test_a_filtered_gallery_page_costs_four_queries_and_a_search_five(user_clien
         user_client.get(f"/gallery/{query}")
         with django_assert_num_queries(queries):
             user_client.get(f"/gallery/{query}")
+
+
+def test_the_apis_run_list_takes_the_galleries_search_and_filters(user_client):
+    owner = user_client.user
+    RunFactory(owner=owner, prompt="A Red Fox in snow", model="tiny")
+    RunFactory(owner=owner, prompt="a red fox at dusk", model="sd15")
+    RunFactory(owner=owner, prompt="a blue whale", model="sd15")
+    RunFactory(owner=UserFactory(), prompt="someone else's red fox", model="sd15")
+
+    def listed(query: str) -> list[str]:
+        body = user_client.get(f"/api/v1/runs{query}").json()
+        return sorted(run["prompt"] for run in body["runs"])
+
+    assert listed("") == ["A Red Fox in snow", "a blue whale", "a red fox at dusk"]
+    assert listed("?q=red+FOX") == ["A Red Fox in snow", "a red fox at dusk"]
+    assert listed("?q=fox&model=sd15&type=text_to_image") == ["a red fox at dusk"]
+    assert listed("?type=imported") == []
+    body = user_client.get("/api/v1/runs?model=sd15&page=2").json()
+    assert (body["count"], body["page"], body["pages"], body["runs"]) == (2, 2, 1, [])
+    for query, field in (("?type=bogus", "type"), ("?page=0", "page"), ("?q=" + "x" * 1001, "q")):
+        response = user_client.get(f"/api/v1/runs{query}")
+        assert response.status_code == 400 and response.json()["field"] == field, query
