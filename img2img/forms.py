@@ -113,7 +113,8 @@ class StudioForm(ImageToImageFields, GenerateForm):
                     field.clean(value)
             except ValidationError as refusal:
                 label = field.label or name.replace("_", " ").capitalize()
-                notes.append(f"{label} {value}: {' '.join(refusal.messages)} Left as it was.")
+                shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:40]}…"
+                notes.append(f"{label} {shown}: {' '.join(refusal.messages)} Left as it was.")
             else:
                 initial[name] = value
         return initial, notes
