@@ -3,6 +3,7 @@
 import functools
 import json
 
+from django.core.paginator import Paginator
 from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
@@ -10,7 +11,7 @@ from django.urls import reverse
 from refinement.selectors import Version, run_versions
 
 from . import selectors, services
-from .forms import ApiGenerateForm
+from .forms import ApiGenerateForm, ApiRunListForm
 from .models import Image, Job, Run
 from .progress import output_json
 from .routing import api_ws_path
@@ -132,6 +133,46 @@ def generate(request: HttpRequest) -> JsonResponse:
     if not form.is_valid():
         return form_error_response(form)
     return create_run_response(request, form)
+
+
+# Runs in one page of the API's run list (the gallery's page size).
+RUN_LIST_PAGE_SIZE = 24
+
+
+@api_view("GET")
+def run_list(request: HttpRequest) -> JsonResponse:
+    """The user's runs, newest first, a page at a time: `q` searches the prompts (any case), `model`
+    and `type` filter, as in the gallery."""
+    form = ApiRunListForm(request.GET)
+    if not form.is_valid():
+        return form_error_response(form)
+    runs = selectors.gallery_runs(user=request.user, **form.filters())
+    paginator = Paginator(runs, RUN_LIST_PAGE_SIZE)
+    number = form.cleaned_data["page"] or 1
+    page = paginator.page(number) if number <= paginator.num_pages else []
+    return JsonResponse(
+        {
+            "count": paginator.count,
+            "page": number,
+            "pages": paginator.num_pages,
+            "runs": [run_summary_json(request, run) for run in page],
+        }
+    )
+
+
+def run_summary_json(request: HttpRequest, run: Run) -> dict:
+    """A run as the run list shows it; its own URL has the rest."""
+    return {
+        "run_id": str(run.pk),
+        "url": request.build_absolute_uri(reverse("imagegen:api_run", args=[run.pk])),
+        "status": run.status,
+        "generation_type": run.generation_type,
+        "prompt": run.prompt,
+        "model": run.model,
+        "versions": 1 + len(run.refined_versions),
+        "queued_at": run.queued_at,
+        "outputs": [image_json(request, image) for image in run.outputs.all()],
+    }
 
 
 @api_view("GET", "DELETE")

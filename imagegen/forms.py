@@ -6,6 +6,7 @@ from django.conf import settings
 from . import limits
 from .engine.addons import AddOnError, AddOnFolder
 from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, hires_size
+from .models import REFINED, Run
 from .services.catalog import default_model, models_offered
 from .validators import validate_hires_scale, validate_side, validate_strength
 
@@ -168,3 +169,34 @@ class ApiGenerateForm(GenerateForm):
         arguments = super().run_arguments()
         arguments["steps"] = arguments.pop("num_inference_steps")
         return arguments
+
+
+# The gallery's type filter: the generation types, and the runs that have versions beyond v1.
+GALLERY_TYPES = [*Run.GenerationType.choices, (REFINED, "Refined")]
+
+
+class GalleryFilterForm(forms.Form):
+    """The gallery's search and filters (GET parameters, also the API's run list's): a value that is
+    not valid is ignored, as if it were not there."""
+
+    q = forms.CharField(label="Prompt contains", max_length=limits.MAX_PROMPT_LENGTH, required=False, strip=True)
+    model = forms.CharField(max_length=255, required=False, strip=True)
+    type = forms.ChoiceField(choices=GALLERY_TYPES, required=False)
+
+    # Each field's keyword argument of selectors.gallery_runs.
+    arguments = {"q": "query", "model": "model", "type": "run_type"}
+
+    def parameters(self) -> dict[str, str]:
+        """The valid, non-empty ones, by their GET names: what the page's links keep."""
+        self.is_valid()
+        return {name: value for name, value in self.cleaned_data.items() if value and name in self.arguments}
+
+    def filters(self) -> dict[str, str]:
+        """The same as keyword arguments of selectors.gallery_runs (and gallery_state)."""
+        return {self.arguments[name]: value for name, value in self.parameters().items()}
+
+
+class ApiRunListForm(GalleryFilterForm):
+    """The API's run list: the gallery's filters, where a value that is not valid is a 400, and a page."""
+
+    page = forms.IntegerField(min_value=1, required=False, help_text="1 is the newest runs.")

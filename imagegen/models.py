@@ -167,6 +167,11 @@ class RunQuerySet(JobQuerySet):
         return self.exclude(generation_type=Run.GenerationType.IMPORTED)
 
 
+# Not a generation type, but a kind of run the gallery and the API's run list filter by as one:
+# the runs with versions beyond v1.
+REFINED = "refined"
+
+
 class Run(Job):
     """One generation request and its outputs; or an imported image, which is its only output.
 

@@ -18,13 +18,14 @@ from django.core import validators as django_validators
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.urls.converters import IntConverter, StringConverter, UUIDConverter
 
-from img2img.forms import ApiImageToImageForm, ImageUploadForm
+from img2img.forms import ApiImageToImageForm, ImageUploadForm, SettingsImageForm, StudioForm
 from refinement.forms import PAYLOAD_FORMS, RefineForm
 from refinement.models import Refinement
 
 from . import consumers, limits, progress, validators
 from .api import API_PREFIX
-from .forms import ApiGenerateForm
+from .engine import SOURCE_LABELS
+from .forms import ApiGenerateForm, ApiRunListForm
 from .models import JobStatus, Run
 from .routing import api_ws_path
 
@@ -139,6 +140,7 @@ REQUEST_FORMS: dict[str, tuple[type[forms.Form], str]] = {
     "GenerateRequest": (ApiGenerateForm, "A text-to-image run."),
     "ImageToImageRequest": (ApiImageToImageForm, "An image-to-image run: the output takes the init image's size."),
     "ImageUpload": (ImageUploadForm, "An image file."),
+    "SettingsImage": (SettingsImageForm, "An image whose generation settings to read."),
     **{
         payload_schema_name(refinement_type): (form, f"The payload of a `{refinement_type}` refinement.")
         for refinement_type, form in PAYLOAD_FORMS.items()
@@ -225,6 +227,13 @@ def type_schema(hint) -> dict:
         return ref(hint.__name__)
     scalars = {str: "string", int: "integer", float: "number", bool: "boolean"}
     return {"type": scalars[hint]}
+
+
+def settings_field_schema(name: str) -> dict:
+    """A field of the generate form as ImageSettings fills it: its type, without limits or default
+    (the value is one the form accepts)."""
+    schema = field_schema(StudioForm.base_fields[name])
+    return {key: schema[key] for key in ("type", "enum", "description") if key in schema}
 
 
 def answer_schemas() -> dict[str, dict]:
@@ -341,6 +350,54 @@ def answer_schemas() -> dict[str, dict]:
                 "versions": {"type": "array", "items": ref("Version")},
             },
         ),
+        "ImageSettings": object_schema(
+            "The generation settings an image carries, as the generate page's form fields, ready to fill "
+            "it (or, with `steps` as `num_inference_steps`, to send to `/api/generate`). Only the "
+            "settings the image states and the form accepts are in `fields`; `notes` say what was left "
+            "out or changed (an unknown sampler becomes the default).",
+            {
+                "source": {
+                    "type": ["string", "null"],
+                    "enum": [*SOURCE_LABELS, None],
+                    "description": "The format the settings were read in (`a1111` also for this studio's "
+                    "own images); null when the image carries none.",
+                },
+                "source_label": {"type": ["string", "null"], "description": "The same, in words."},
+                "fields": {
+                    "type": "object",
+                    "properties": {
+                        name: settings_field_schema(name)
+                        for name in StudioForm.base_fields
+                        if name not in ("mode", "init_image", "init_image_id")
+                    },
+                },
+                "model": {**TEXT, "description": "The model the image names (empty when none)."},
+                "notes": {"type": "array", "items": TEXT},
+            },
+        ),
+        "RunSummary": object_schema(
+            "A run as the run list shows it: `url` has the rest.",
+            {
+                "run_id": UUID,
+                "url": {**ABSOLUTE_URL, "description": "The run (`GET /api/v1/runs/{run_id}`)."},
+                "status": ref("JobStatus"),
+                "generation_type": {"type": "string", "enum": list(Run.GenerationType.values)},
+                "prompt": TEXT,
+                "model": TEXT,
+                "versions": {**WHOLE, "description": "How many versions its chain has (1: none refined)."},
+                "queued_at": MOMENT,
+                "outputs": {"type": "array", "items": ref("Image")},
+            },
+        ),
+        "RunList": object_schema(
+            "One page of runs.",
+            {
+                "count": {**WHOLE, "description": "How many runs the filters select, on every page."},
+                "page": WHOLE,
+                "pages": WHOLE,
+                "runs": {"type": "array", "items": ref("RunSummary")},
+            },
+        ),
         "ImportedImage": object_schema("The run the image became (its v1).", {"run_id": UUID, **image}),
         "ReferenceImage": object_schema(
             "A reference image for subject repair: its id goes in `payload.referenceFileId`.",
@@ -427,6 +484,7 @@ class Operation:
     description: str = ""
     request: str | None = None  # a request schema's name
     media_type: str = JSON
+    query: type[forms.Form] | None = None  # the form that validates the query string's parameters
     # Besides those every operation of its kind has (401; 403 for writes; 404 with an id in the
     # path; 400 and 413 with a body): status → what it means here.
     errors: dict[int, str] = field(default_factory=dict)
@@ -466,6 +524,17 @@ OPERATIONS = [
         errors=SUBMISSION_ERRORS,
     ),
     Operation(
+        "imagegen:api_runs",
+        "get",
+        "list_runs",
+        "Runs",
+        "Your runs, newest first, searched and filtered",
+        Answer(200, "One page of the runs (24 a page); an empty `runs` past the last page.", "RunList"),
+        description="The gallery's search and filters: `q` finds runs whose prompt contains it (in any "
+        "case), `model` and `type` (a generation type, or `refined`: runs with versions beyond v1) filter.",
+        query=ApiRunListForm,
+    ),
+    Operation(
         "imagegen:api_run",
         "get",
         "get_run",
@@ -500,6 +569,19 @@ OPERATIONS = [
         description="The image becomes a run of type `imported`, succeeded at once, ready to refine. "
         "It does not count against the quota.",
         request="ImageUpload",
+        media_type=MULTIPART,
+    ),
+    Operation(
+        "imagegen:api_parameters",
+        "post",
+        "read_image_settings",
+        "Images",
+        "The generation settings an image carries",
+        Answer(200, "What the image carries (nothing is stored).", "ImageSettings"),
+        description="Reads the settings a PNG made by this studio, AUTOMATIC1111, Fooocus or InvokeAI "
+        "carries in its text chunks (`parameters`, `fooocus_scheme`, `invokeai_metadata`); its pixels "
+        "are not decoded. A JPEG or WebP is answered with no settings.",
+        request="SettingsImage",
         media_type=MULTIPART,
     ),
     Operation(
@@ -631,6 +713,8 @@ def operation_description(operation: Operation, route: ApiRoute) -> dict:
         statuses.add(404)
     if operation.request:
         statuses |= {400, 413}
+    if operation.query:
+        statuses.add(400)
     answer = operation.answer
     responses = {str(answer.status): {"description": answer.description}}
     if answer.schema:
@@ -644,6 +728,10 @@ def operation_description(operation: Operation, route: ApiRoute) -> dict:
         "parameters": [
             {"name": name, "in": "path", "required": True, "schema": schema}
             for name, schema in route.parameters.items()
+        ]
+        + [
+            {"name": name, "in": "query", "required": field.required, "schema": field_schema(field)}
+            for name, field in (operation.query.base_fields.items() if operation.query else ())
         ],
     }
     if operation.request:

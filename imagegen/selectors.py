@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
-from django.db.models import Prefetch, QuerySet, prefetch_related_objects
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet, prefetch_related_objects
 from django.http import Http404
 from django.urls import reverse
 
@@ -22,7 +22,7 @@ from refinement.selectors import Version, refinement_record, refinements_of_run,
 
 from . import liveness
 from .engine import format_parameters
-from .models import ApiToken, Image, Job, JobStatus, Run, job_models
+from .models import REFINED, ApiToken, Image, Job, JobStatus, Run, job_models
 from .storedfiles import open_image_file
 
 logger = logging.getLogger("imagegen.health")
@@ -40,7 +40,7 @@ def user_for_api_token(*, token: str):
     return api_token.owner if api_token else None
 
 
-def runs_for_user(*, user, generation_type: str | None = None) -> QuerySet[Run]:
+def runs_for_user(*, user) -> QuerySet[Run]:
     runs = (
         Run.objects.owned_by(user)
         .select_related("init_image")
@@ -54,8 +54,6 @@ def runs_for_user(*, user, generation_type: str | None = None) -> QuerySet[Run]:
             ),
         )
     )
-    if generation_type:
-        runs = runs.filter(generation_type=generation_type)
     return runs.order_by("-queued_at")
 
 
@@ -76,18 +74,31 @@ _JOBS_STATE_COLUMNS = ", ".join(
 )
 
 
-def jobs_state(model: type[Job], **equal) -> tuple:
+def jobs_state(model: type[Job], *, counting: dict | None = None, **equal) -> tuple:
     """Aggregates over the jobs of a kind whose fields equal the given values, that change whenever
     one of their cards would. Read from the rows themselves, so no writer (web, worker,
     housekeeping, admin) has to remember to invalidate a cache; what they leave out (an admin
-    editing a prompt) shows once a cached page expires (IMAGEGEN_PAGE_CACHE_SECONDS)."""
+    editing a prompt) shows once a cached page expires (IMAGEGEN_PAGE_CACHE_SECONDS).
+
+    With `counting` (field → value), one more number at the end: how many of those jobs also
+    have those values (the gallery's filtered count, in the same query)."""
     database = connections[DEFAULT_DB_ALIAS]
     fields, where = _where_equal(model, tuple(equal), database.vendor)
-    params = [field.get_db_prep_value(value, database) for field, value in zip(fields, equal.values(), strict=True)]
+    params = _prep_values(fields, equal.values(), database)
+    columns = _JOBS_STATE_COLUMNS
+    if counting:
+        counted_fields, counted_where = _where_equal(model, tuple(counting), database.vendor)
+        columns += f", COALESCE(SUM(CASE WHEN {counted_where} THEN 1 ELSE 0 END), 0)"
+        params = _prep_values(counted_fields, counting.values(), database) + params  # SELECT's come first
     table = database.ops.quote_name(model._meta.db_table)
     with database.cursor() as cursor:
-        cursor.execute(f"SELECT {_JOBS_STATE_COLUMNS} FROM {table} WHERE {where}", params)
+        cursor.execute(f"SELECT {columns} FROM {table} WHERE {where}", params)
         return tuple(cursor.fetchone())
+
+
+def _prep_values(fields: list, values, database) -> list:
+    """The values as the database takes them for those fields, converted as the ORM converts them."""
+    return [field.get_db_prep_value(value, database) for field, value in zip(fields, values, strict=True)]
 
 
 def row_by(model: type[M], **equal) -> M | None:
@@ -98,7 +109,7 @@ def row_by(model: type[M], **equal) -> M | None:
     database = connections[DEFAULT_DB_ALIAS]
     select, converters = _row_select(model, database.vendor)
     fields, where = _where_equal(model, tuple(equal), database.vendor)
-    params = [field.get_db_prep_value(value, database) for field, value in zip(fields, equal.values(), strict=True)]
+    params = _prep_values(fields, equal.values(), database)
     with database.cursor() as cursor:
         cursor.execute(f"{select} WHERE {where} LIMIT 1", params)
         row = cursor.fetchone()
@@ -142,11 +153,42 @@ def state_digest(*states) -> str:
     return hashlib.blake2b(repr(states).encode(), digest_size=16).hexdigest()
 
 
-def gallery_state(*, user, generation_type: str | None = None) -> dict:
-    """How many runs the gallery lists, and a digest of everything its cards show that can change
-    (the runs, and the user's refinements for the runs' latest versions): its cached grid's key."""
-    runs = jobs_state(Run, owner=user.pk, **({"generation_type": generation_type} if generation_type else {}))
-    return {"count": runs[0], "digest": state_digest(runs, jobs_state(Refinement, owner=user.pk))}
+def gallery_runs(*, user, query: str = "", model: str = "", run_type: str = "") -> QuerySet[Run]:
+    """The user's runs the gallery shows, newest first: those whose prompt contains `query` (in any
+    case), made with `model`, of `run_type` (a generation type, or "refined": with versions beyond v1)."""
+    runs = runs_for_user(user=user)
+    if query:
+        runs = runs.filter(prompt__icontains=query)
+    if model:
+        runs = runs.filter(model=model)
+    if run_type == REFINED:
+        runs = runs.filter(Exists(Refinement.objects.succeeded().filter(run=OuterRef("pk"))))
+    elif run_type:
+        runs = runs.filter(generation_type=run_type)
+    return runs
+
+
+def gallery_models(*, user) -> list[str]:
+    """The models the user's runs were made with, for the gallery's model filter."""
+    models = Run.objects.owned_by(user).exclude(model="").values_list("model", flat=True)
+    return sorted(models.order_by().distinct())
+
+
+def gallery_state(*, user, query: str = "", model: str = "", run_type: str = "") -> dict:
+    """How many runs the gallery lists with these filters, and a digest of everything its cards and
+    its filters show that can change (every run of the user's, and their refinements for the runs'
+    latest versions): with the filters, its cached part's key.
+
+    The filters that compare for equality (model, generation type) are counted in the same query;
+    a prompt search or "refined" costs one COUNT more."""
+    counting = {"model": model} if model else {}
+    if run_type and run_type != REFINED:
+        counting["generation_type"] = run_type
+    runs = jobs_state(Run, counting=counting, owner=user.pk)
+    count = runs[-1] if counting else runs[0]
+    if query or run_type == REFINED:
+        count = gallery_runs(user=user, query=query, model=model, run_type=run_type).order_by().count()
+    return {"count": count, "digest": state_digest(runs, jobs_state(Refinement, owner=user.pk))}
 
 
 def run_page_state(*, user, run_id) -> tuple[Run, str]:

@@ -1,6 +1,7 @@
 """The pages: generate, gallery, run, and the owner-checked image files."""
 
 import mimetypes
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ from django.contrib.contenttypes import views as contenttype_views
 from django.core.cache import caches
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -23,6 +24,7 @@ from img2img.forms import StudioForm
 from img2img.uploads import MAX_UPLOAD_BYTES
 
 from . import selectors, services
+from .forms import GALLERY_TYPES, GalleryFilterForm
 from .models import Run
 from .storedfiles import StoredFileMissing, open_image_file
 
@@ -30,14 +32,16 @@ RECENT_RUNS_ON_GENERATE_PAGE = 12
 GALLERY_PAGE_SIZE = 24
 # Thumbnails are named by their image's id and never rewritten: the browser keeps them a year.
 THUMBNAIL_MAX_AGE = 365 * 24 * 3600
-# The gallery's filters, worked out once: an enum's choices are rebuilt each time they are read.
-GENERATION_TYPES = Run.GenerationType.choices
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def generate(request: HttpRequest) -> HttpResponse:
-    form = StudioForm(request.POST or None, request.FILES or None)
+    """The form and the recent runs. `?from=<run id>` ("Use these settings") fills the form with one
+    of the user's runs' settings; another user's run is missing (404)."""
+    reused_run = reused_run_for(request) if request.method == "GET" else None
+    initial = StudioForm.initial_from_run(reused_run) if reused_run else None
+    form = StudioForm(request.POST or None, request.FILES or None, owner=request.user, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
             if form.import_mode:
@@ -53,7 +57,7 @@ def generate(request: HttpRequest) -> HttpResponse:
                 # The new card goes on top of the list; the form keeps its values for the next try.
                 return render(request, "imagegen/generate.html#new-run", {"run": run})
             return redirect("imagegen:run", run_id=run.pk)
-    context = {"form": form, "max_upload_bytes": MAX_UPLOAD_BYTES}
+    context = {"form": form, "max_upload_bytes": MAX_UPLOAD_BYTES, "reused_run": reused_run}
     if request.method == "POST" and request.htmx:
         response = render(request, "imagegen/generate.html#generate-form", context)
         response["HX-Retarget"] = "#generate-form"
@@ -61,6 +65,18 @@ def generate(request: HttpRequest) -> HttpResponse:
         return response
     context["runs"] = selectors.runs_for_user(user=request.user)[:RECENT_RUNS_ON_GENERATE_PAGE]
     return render(request, "imagegen/generate.html", context)
+
+
+def reused_run_for(request: HttpRequest) -> Run | None:
+    """The run `?from=` names, if it is the user's; None without one."""
+    run_id = request.GET.get("from")
+    if not run_id:
+        return None
+    try:
+        run_id = uuid.UUID(run_id)
+    except ValueError:
+        raise Http404("No such run.") from None
+    return selectors.run_for_user(user=request.user, run_id=run_id)
 
 
 def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:
@@ -82,26 +98,32 @@ def cached_part(key: str, digest: str, render_part: Callable[[], Any]) -> Any:
 @login_required
 @require_GET
 def gallery(request: HttpRequest) -> HttpResponse:
-    generation_type = request.GET.get("type")
-    if generation_type not in dict(GENERATION_TYPES):
-        generation_type = None
-    state = selectors.gallery_state(user=request.user, generation_type=generation_type)
+    """Every run of the user's as cards; `q` searches the prompts, `model` and `type` filter."""
+    filter_form = GalleryFilterForm(request.GET)
+    filters = filter_form.filters()
+    state = selectors.gallery_state(user=request.user, **filters)
     # The page number as Paginator corrects it, from the count alone (no query): one key per real page.
     number = Paginator(range(state["count"]), GALLERY_PAGE_SIZE).get_page(request.GET.get("page")).number
 
-    def render_grid() -> str:
-        runs = selectors.runs_for_user(user=request.user, generation_type=generation_type)
+    def render_part() -> str:
+        query = QueryDict(mutable=True)
+        query.update(filter_form.parameters())
+        runs = selectors.gallery_runs(user=request.user, **filters)
         page = Paginator(runs, GALLERY_PAGE_SIZE).get_page(number)
-        context = {"runs": page, "page": page, "generation_type": generation_type}
-        return render_to_string("imagegen/gallery.html#grid", context)
+        context = {
+            "runs": page,
+            "page": page,
+            "filters": filter_form.parameters(),
+            "query": query,  # what the links keep: the filters (each page link sets its own page)
+            "models": selectors.gallery_models(user=request.user),
+            "generation_types": GALLERY_TYPES,
+        }
+        return render_to_string("imagegen/gallery.html#filtered-grid", context)
 
-    grid = cached_part(f"gallery:{request.user.pk}:{generation_type}:{number}", state["digest"], render_grid)
-    context = {
-        "grid": mark_safe(grid),
-        "generation_type": generation_type,
-        "generation_types": GENERATION_TYPES,
-    }
-    return render(request, "imagegen/gallery.html", context)
+    # The filters are part of the key: a search never gets another search's cards. They are hashed,
+    # so a long or odd search is as good a key as any.
+    key = f"gallery:{request.user.pk}:{selectors.state_digest(sorted(filters.items()))}:{number}"
+    return render(request, "imagegen/gallery.html", {"grid": mark_safe(cached_part(key, state["digest"], render_part))})
 
 
 @login_required

@@ -19,6 +19,7 @@ from django import forms
 from django.core.files import File
 from PIL import Image, ImageOps
 
+from imagegen.engine import read_png_text
 from imagegen.limits import MAX_SIDE, MAX_UPLOAD_BYTES, MEGABYTE, MIN_SIDE, SIDE_MULTIPLE
 
 # Checked against the size the file declares, before any pixel is decoded.
@@ -66,6 +67,23 @@ def normalise_upload(source: bytes | BinaryIO | File) -> NormalisedImage:
     buffer = io.BytesIO()
     clean.save(buffer, format="PNG")
     return NormalisedImage(image=clean, data=buffer.getvalue(), width=clean.width, height=clean.height)
+
+
+def read_text_chunks(source: bytes | BinaryIO | File) -> dict[str, str]:
+    """The text chunks of an uploaded PNG (where Stable Diffusion tools keep their settings; a JPEG
+    or WebP gives none), checked by the same first rules as any upload; the pixels are not decoded."""
+    data = _read_limited(source)
+    if _sniff_format(data) != "PNG":
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # no pixel is decoded
+            return read_png_text(data)
+    except Image.DecompressionBombError:
+        limit = MAX_UPLOAD_PIXELS // 1_000_000
+        raise UploadError(f"The image declares far too many pixels; the limit is {limit} megapixels.") from None
+    except _DECODE_ERRORS:
+        raise UploadError("The image is damaged or truncated and could not be read.") from None
 
 
 class InitImageField(forms.FileField):

@@ -7,7 +7,15 @@ diffusers on first use, so a process that only validates or describes requests n
 from importlib import import_module
 
 from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
-from .metadata import encode_png, format_parameters, read_png_parameters
+from .metadata import (
+    SOURCE_LABELS,
+    ImportedSettings,
+    encode_png,
+    format_parameters,
+    read_generation_settings,
+    read_png_parameters,
+    read_png_text,
+)
 from .requests import (
     DEFAULT_SCHEDULER,
     SAMPLER_LABELS,
@@ -35,6 +43,7 @@ __all__ = [
     "DEFAULT_SCHEDULER",
     "SAMPLER_LABELS",
     "SCHEDULERS",
+    "SOURCE_LABELS",
     "THUMBNAIL_SIDE",
     "Engine",
     "EngineError",
@@ -42,6 +51,7 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "HiresFix",
+    "ImportedSettings",
     "ModelLoadError",
     "OutOfMemoryError",
     "effective_steps",
@@ -54,6 +64,8 @@ __all__ = [
     "image_seed",
     "model_load_count",
     "random_seed",
+    "read_generation_settings",
     "read_png_parameters",
+    "read_png_text",
     "total_steps",
 ]

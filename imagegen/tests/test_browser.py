@@ -1,5 +1,6 @@
 """In headless Chromium against the live server and a real worker: what a person sees."""
 
+import json
 import re
 
 import pytest
@@ -200,3 +201,56 @@ def test_a_user_deletes_a_run_from_the_gallery_after_confirming(stack, page):
     expect(card).to_have_count(0)  # swapped out without a reload
     expect(page.locator(f"#run-{kept.pk}")).to_be_visible()
     assert not Run.objects.filter(pk=doomed.pk).exists() and not file.exists()
+
+
+def test_a_pngs_settings_fill_the_form_once_confirmed(stack, page, tmp_path):
+    """Chosen with "Settings from an image…" or dropped on the form: the page says what the PNG
+    carries and fills the form only when asked."""
+    from PIL import Image as PILImage
+
+    from imagegen.engine import encode_png
+
+    from .test_metadata import A1_PARAMETERS, INVOKEAI_METADATA
+
+    user = UserFactory()
+    log_in(page, stack, user.username)
+    made_in_a1 = tmp_path / "a1.png"
+    made_in_a1.write_bytes(encode_png(PILImage.new("RGB", (64, 64)), A1_PARAMETERS))
+    page.set_input_files("#settings-file", str(made_in_a1))
+    offer = page.locator("#settings-offer")
+    expect(offer).to_contain_text("a1.png carries AUTOMATIC1111 settings")
+    expect(offer).to_contain_text("Steps 28")
+    expect(offer).to_contain_text("Size 640×448")
+    expect(page.locator("textarea[name=prompt]")).to_have_value("")  # nothing filled yet
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "settings-offer.png"))
+    page.click("#settings-fill")
+    expect(offer).to_be_hidden()
+    expect(page.locator("textarea[name=prompt]")).to_have_value(re.compile(r"^masterpiece, a lighthouse at dawn\n"))
+    expect(page.locator("textarea[name=negative_prompt]")).to_have_value("blurry, lowres")
+    for name, value in (("steps", "28"), ("guidance_scale", "6.5"), ("seed", "3456789012"), ("width", "640")):
+        expect(page.locator(f"input[name={name}]")).to_have_value(value)
+
+    # Dropped on the form (not on the init image's drop zone): InvokeAI's settings, then "Not now".
+    invoke = encode_png(PILImage.new("RGB", (64, 64)), "", chunks={"invokeai_metadata": json.dumps(INVOKEAI_METADATA)})
+    page.evaluate(
+        """([bytes, name]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "image/png" }));
+            const target = document.querySelector("textarea[name=prompt]");
+            for (const type of ["dragenter", "dragover", "drop"]) {
+              target.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer }));
+            }
+        }""",
+        [list(invoke), "invoke.png"],
+    )
+    expect(offer).to_contain_text("invoke.png carries InvokeAI settings")
+    page.click("#settings-dismiss")
+    expect(offer).to_be_hidden()
+    expect(page.locator("input[name=steps]")).to_have_value("28")  # unchanged
+
+    # A file that is no image: the server's reason, on the page.
+    note = tmp_path / "note.png"
+    note.write_text("Steps: 20, Sampler: Euler a")
+    page.set_input_files("#settings-file", str(note))
+    expect(page.locator("#settings-error")).to_contain_text("image: Not a PNG, JPEG or WebP image")

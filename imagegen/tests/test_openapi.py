@@ -25,6 +25,7 @@ from referencing.jsonschema import DRAFT202012
 from conftest import ARTIFACTS
 from imagegen import progress, selectors, services
 from imagegen.asgi import application
+from imagegen.engine import encode_png
 from imagegen.engine.requests import SAMPLER_LABELS
 from imagegen.models import JobStatus, Run
 from imagegen.openapi import REQUEST_FORMS
@@ -68,6 +69,15 @@ def png(size=(64, 64), picture=None, name="picture.png") -> SimpleUploadedFile:
     return SimpleUploadedFile(name, buffer.getvalue(), content_type="image/png")
 
 
+def run_png() -> SimpleUploadedFile:
+    """A PNG carrying this studio's parameters, with every setting the form has."""
+    text = (
+        "a fox\nNegative prompt: fog\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1, Size: 512x512, "
+        "Model: tiny, Denoising strength: 0.5"
+    )
+    return SimpleUploadedFile("fox.png", encode_png(PILImage.new("RGB", (64, 64)), text), content_type="image/png")
+
+
 def post_json(client: Client, url: str, body) -> object:
     return client.post(url, data=json.dumps(body), content_type=JSON)
 
@@ -97,10 +107,11 @@ def test_every_api_url_is_described_with_the_methods_its_view_takes(spec):
         view = resolve(route.fill({placeholder.name: str(uuid.uuid4()) for placeholder in route.placeholders})).func
         assert sorted(method.upper() for method in spec["paths"][path]) == sorted(view.allowed_methods), path
         for operation in spec["paths"][path].values():
-            assert [parameter["name"] for parameter in operation["parameters"]] == [
+            in_path = [parameter for parameter in operation["parameters"] if parameter["in"] == "path"]
+            assert [parameter["name"] for parameter in in_path] == [
                 placeholder.name for placeholder in route.placeholders
             ]
-            assert all(parameter["schema"]["format"] == "uuid" for parameter in operation["parameters"])
+            assert all(parameter["schema"]["format"] == "uuid" for parameter in in_path)
             assert "401" in operation["responses"]
     # The WebSocket has no place in OpenAPI: it is described in words, at the top.
     sockets = ["/" + ROUTE_PARAMETER.sub(r"{\1}", str(route.pattern)) for route in websocket_urlpatterns]
@@ -192,6 +203,7 @@ MINIMAL_BODIES = {
     "GenerateRequest": {"prompt": "a fox"},
     "ImageToImageRequest": {"prompt": "a fox"},  # and an init_image
     "ImageUpload": {},  # and an image
+    "SettingsImage": {},  # and an image
     "GeneralRefinement": {"type": "general", "payload": {"prompt": "warmer"}},
     "RegionRefinement": {"type": "region", "payload": {"masks": [{"bbox": [0, 0, 8, 8], "prompt": "a door"}]}},
     "SubjectRefinement": {"type": "subject", "payload": {"instructions": "a terrier", "bbox": [0, 0, 8, 8]}},
@@ -358,6 +370,9 @@ def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, clien
     lines = described.check("get", "/api/v1/images/{image_id}/text", api.get(f"/api/v1/images/{image_id}/text"))
     assert [line["text"] for line in lines["lines"]] == ["GRAND OPENNING", "Sumer Sale"]
     described.check("post", "/api/v1/uploads", api.post("/api/v1/uploads", {"image": png()}))
+    settings_read = described.check("post", "/api/v1/parameters", api.post("/api/v1/parameters", {"image": png()}))
+    assert settings_read["source"] is None  # a PNG with no settings
+    described.check("post", "/api/v1/parameters", api.post("/api/v1/parameters", {"image": run_png()}))
 
     # Text repair of the line OCR found, made here (creativity 1 needs no model): real checks.
     refine = {
@@ -373,6 +388,9 @@ def test_every_answer_of_a_walk_through_the_api_is_as_described(spec, api, clien
     described.check("post", "/api/v1/refinements/{job_id}/cancel", api.post(f"/api/v1/refinements/{job_id}/cancel"))
     run = described.check("get", "/api/v1/runs/{run_id}", api.get(f"/api/v1/runs/{run_id}"))
     assert [version["version"] for version in run["versions"]] == [1, 2]
+    listed = described.check("get", "/api/v1/runs", api.get("/api/v1/runs?type=refined"))
+    assert [(run["run_id"], run["versions"]) for run in listed["runs"]] == [(run_id, 2)]
+    described.check("get", "/api/v1/runs", api.get("/api/v1/runs?type=bogus"))  # 400
 
     generate = {"prompt": "a fox", "num_inference_steps": 2, "width": 64, "height": 64, "seed": 1}
     assert not schema_problems(spec, "GenerateRequest", generate)

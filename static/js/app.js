@@ -28,6 +28,7 @@ function applyMode(form) {
   showField(form.querySelector("#image-section"), imageMode || importMode);
   showField(form.querySelector(".strength-field"), imageMode);
   showField(form.querySelector(".advanced"), !importMode);
+  form.querySelector("#settings-import").hidden = importMode;
   form.querySelectorAll(".size-field").forEach((field) => showField(field, !imageMode && !importMode));
   form.querySelector(".size-note").hidden = !imageMode;
   form.querySelector("#image-label").textContent = importMode ? "Image to edit" : "Init image";
@@ -44,7 +45,9 @@ function clearInitImage(form) {
   const input = form.querySelector("input[name=init_image]");
   const preview = form.querySelector("#init-preview");
   input.value = "";
-  if (preview.src) URL.revokeObjectURL(preview.src);
+  // An earlier upload the form started from ("Use these settings" on an image-to-image run) goes too.
+  form.querySelector("input[name=init_image_id]").value = "";
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
   preview.removeAttribute("src");
   preview.hidden = true;
   form.querySelector("#remove-image").hidden = true;
@@ -72,18 +75,113 @@ function chooseInitImage(form, input) {
     return showUploadError(form, problem);
   }
   const preview = form.querySelector("#init-preview");
-  if (preview.src) URL.revokeObjectURL(preview.src);
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  form.querySelector("input[name=init_image_id]").value = "";  // the chosen file comes first
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
   form.querySelector("#remove-image").hidden = false;
   form.querySelector(".dropzone-hint").hidden = true;
+  // A PNG made by a Stable Diffusion tool may carry its settings: offer them (image to image only;
+  // an import takes no settings).
+  if (file.type === "image/png" && form.querySelector("input[name=mode]:checked")?.value === IMAGE_MODE) {
+    readImageSettings(form, file, { quiet: true });
+  }
 }
+
+// Settings from an image: a PNG chosen with "Settings from an image…", dropped anywhere on the form
+// but the drop zone, or chosen as the init image. The server reads them (POST /api/v1/parameters,
+// the one parser); the page shows what it found and fills the form only when asked to.
+const SETTING_LABELS = {
+  steps: "Steps", scheduler: "Sampler", guidance_scale: "CFG scale", seed: "Seed", strength: "Strength",
+};
+
+function settingsPart(form, name) {
+  return form.querySelector(`#settings-${name}`);
+}
+
+function showSettingsError(form, message) {
+  const error = settingsPart(form, "error");
+  error.textContent = message;
+  error.hidden = !message;
+}
+
+async function readImageSettings(form, file, { quiet = false } = {}) {
+  showSettingsError(form, "");
+  settingsPart(form, "offer").hidden = true;
+  const body = new FormData();
+  body.append("image", file);
+  let answer;
+  try {
+    const response = await fetch(settingsPart(form, "import").dataset.settingsUrl, {
+      method: "POST",
+      body,
+      headers: { "X-CSRFToken": form.querySelector("input[name=csrfmiddlewaretoken]").value },
+      credentials: "same-origin",
+    });
+    answer = await response.json();
+    if (!response.ok) return showSettingsError(form, answer.error || `The image could not be read (${response.status}).`);
+  } catch (error) {
+    return showSettingsError(form, "The image could not be read: the server did not answer.");
+  }
+  if (!answer.source) {
+    if (!quiet) showSettingsError(form, answer.notes[0]);
+    return;
+  }
+  offerSettings(form, file.name, answer);
+}
+
+function offerSettings(form, name, answer) {
+  const fields = answer.fields;
+  const words = [];
+  if (fields.prompt) words.push(`“${fields.prompt.length > 80 ? fields.prompt.slice(0, 80) + "…" : fields.prompt}”`);
+  for (const [field, label] of Object.entries(SETTING_LABELS)) {
+    if (field in fields) {
+      const select = form.querySelector(`select[name=${field}]`);
+      const shown = select ? select.querySelector(`option[value="${fields[field]}"]`)?.textContent : fields[field];
+      words.push(`${label} ${shown}`);
+    }
+  }
+  if ("width" in fields && "height" in fields) words.push(`Size ${fields.width}×${fields.height}`);
+  if (answer.model) words.push(`Model ${answer.model}`);
+  settingsPart(form, "offer-text").textContent =
+    `${name} carries ${answer.source_label} settings: ${words.join(" · ")}. Fill the form from this image?`;
+  const notes = settingsPart(form, "offer-notes");
+  notes.replaceChildren(...answer.notes.map((note) => Object.assign(document.createElement("li"), { textContent: note })));
+  const offer = settingsPart(form, "offer");
+  offer.settings = fields;
+  offer.hidden = false;
+  settingsPart(form, "fill").focus();
+}
+
+function fillFromSettings(form) {
+  const offer = settingsPart(form, "offer");
+  for (const [name, value] of Object.entries(offer.settings || {})) {
+    const field = form.elements.namedItem(name);
+    if (!field || field instanceof RadioNodeList) continue;
+    field.value = value;
+    field.dispatchEvent(new Event("input", { bubbles: true }));  // the strength's shown value follows
+  }
+  offer.hidden = true;
+  form.querySelector("details.advanced").open = true;  // so the settings filled in are seen
+  form.querySelector("textarea[name=prompt]").focus();
+}
+
+// The controls that need this script are hidden without it.
+function showScriptedControls(root) {
+  root.querySelectorAll?.("#settings-choose, .settings-hint").forEach((element) => { element.hidden = false; });
+}
+document.addEventListener("DOMContentLoaded", () => showScriptedControls(document));
+document.addEventListener("htmx:load", (event) => showScriptedControls(event.detail.elt));
 
 document.addEventListener("change", (event) => {
   const form = event.target.closest("#generate-form");
   if (!form) return;
   if (event.target.name === "mode") applyMode(form);
   if (event.target.name === "init_image") chooseInitImage(form, event.target);
+  if (event.target.id === "settings-file" && event.target.files[0]) {
+    readImageSettings(form, event.target.files[0]);
+    event.target.value = "";  // the same file again is a new choice
+  }
 });
 document.addEventListener("input", (event) => {
   if (event.target.name !== "strength") return;
@@ -91,18 +189,42 @@ document.addEventListener("input", (event) => {
   output.textContent = Number(event.target.value).toFixed(2);
 });
 document.addEventListener("click", (event) => {
-  if (event.target.id !== "remove-image") return;
-  const form = event.target.closest("form");
-  clearInitImage(form);
-  showUploadError(form, "");
+  const form = event.target.closest("#generate-form");
+  if (!form) return;
+  if (event.target.id === "remove-image") {
+    clearInitImage(form);
+    showUploadError(form, "");
+  }
+  if (event.target.id === "settings-choose") settingsPart(form, "file").click();
+  if (event.target.id === "settings-fill") fillFromSettings(form);
+  if (event.target.id === "settings-dismiss") settingsPart(form, "offer").hidden = true;
 });
 // The file input covers the drop zone, so a drop lands on it natively; this only highlights.
+// Elsewhere on the generate form a dropped PNG is read for its settings.
+function settingsDropTarget(event) {
+  if (event.target.closest?.(".dropzone")) return null;
+  const form = event.target.closest?.("#generate-form");
+  return form && !form.querySelector("input[name=mode][value=imported]:checked") ? form : null;
+}
 ["dragenter", "dragover"].forEach((type) => document.addEventListener(type, (event) => {
   event.target.closest?.(".dropzone")?.classList.add("dragging");
+  const form = settingsDropTarget(event);
+  if (form && event.dataTransfer?.types.includes("Files")) {
+    event.preventDefault();  // accept the drop here
+    form.classList.add("dragging-settings");
+  }
 }));
 ["dragleave", "drop"].forEach((type) => document.addEventListener(type, (event) => {
   event.target.closest?.(".dropzone")?.classList.remove("dragging");
+  event.target.closest?.("#generate-form")?.classList.remove("dragging-settings");
 }));
+document.addEventListener("drop", (event) => {
+  const form = settingsDropTarget(event);
+  const file = event.dataTransfer?.files[0];
+  if (!form || !file) return;
+  event.preventDefault();  // the browser would open the image instead
+  readImageSettings(form, file);
+});
 
 // The Refine Image drawer (refinement/drawer.html): a modal side panel. Focus moves into it when
 // it opens, Tab stays inside it, Esc (or the × or the backdrop) closes it and focus returns to
