@@ -6,9 +6,17 @@ diffusers on first use, so a process that only validates or describes requests n
 
 from importlib import import_module
 
-from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
+from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError, UnsupportedSettingError
 from .metadata import encode_png, format_parameters, read_png_parameters
-from .requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, GenerationRequest, effective_steps, random_seed
+from .requests import (
+    DEFAULT_CLIP_SKIP,
+    DEFAULT_SCHEDULER,
+    MAX_CLIP_SKIP,
+    SAMPLER_LABELS,
+    GenerationRequest,
+    effective_steps,
+    random_seed,
+)
 from .thumbnails import THUMBNAIL_SIDE, encode_thumbnail
 
 _PIPELINE_NAMES = {"SCHEDULERS", "Engine", "GenerationResult", "get_engine", "model_load_count"}
@@ -21,7 +29,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DEFAULT_CLIP_SKIP",
     "DEFAULT_SCHEDULER",
+    "MAX_CLIP_SKIP",
     "SAMPLER_LABELS",
     "SCHEDULERS",
     "THUMBNAIL_SIDE",
@@ -32,6 +42,7 @@ __all__ = [
     "GenerationResult",
     "ModelLoadError",
     "OutOfMemoryError",
+    "UnsupportedSettingError",
     "effective_steps",
     "encode_png",
     "encode_thumbnail",

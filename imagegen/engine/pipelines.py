@@ -5,6 +5,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -18,12 +19,17 @@ from diffusers import (
     DDIMScheduler,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LCMScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    UniPCMultistepScheduler,
 )
 from PIL import Image
 
@@ -31,26 +37,49 @@ from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
 from .previews import PreviewPacer, latents_to_preview
+from .prompts import PromptEncoder
 from .reference import reference_attention
 from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps
 from .tiny import ensure_tiny_model
 
 logger = logging.getLogger("imagegen.engine")
+# torchsde (DPM++ SDE's noise) warns at every job that a time is past its interval's end by a
+# float rounding (4.116698265075684 against 4.116698); it is harmless, and A1 prints it too.
+warnings.filterwarnings("ignore", message="Should have tb<=t1", module="torchsde")
 
 _SCHEDULER_CLASSES: dict[str, type] = {
     "euler_a": EulerAncestralDiscreteScheduler,
     "euler": EulerDiscreteScheduler,
-    "ddim": DDIMScheduler,
     "dpmpp_2m": DPMSolverMultistepScheduler,
+    "dpmpp_2m_karras": DPMSolverMultistepScheduler,
+    "dpmpp_sde_karras": DPMSolverSDEScheduler,  # needs torchsde
+    "ddim": DDIMScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "heun": HeunDiscreteScheduler,
+    "lms": LMSDiscreteScheduler,  # needs scipy
+    "lcm": LCMScheduler,
     "pndm": PNDMScheduler,
 }
 # Sampler key → (label printed in parameters, diffusers scheduler class).
 SCHEDULERS: dict[str, tuple[str, type]] = {key: (SAMPLER_LABELS[key], cls) for key, cls in _SCHEDULER_CLASSES.items()}
 
-# PNDM's Runge-Kutta warm-up adds extra model calls (and fails for very few steps); SD's own
-# configs skip it, and so must we for a model saved with another scheduler, or the step
-# count would no longer match what the user asked for.
-_SCHEDULER_OVERRIDES: dict[str, dict[str, Any]] = {"pndm": {"skip_prk_steps": True}}
+# What makes a scheduler the sampler A1 names, whatever the model's own scheduler config says
+# (a model may ship a DPM-Solver config of another order or algorithm, or Karras sigmas on).
+_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+_SCHEDULER_OVERRIDES: dict[str, dict[str, Any]] = {
+    "euler": {"use_karras_sigmas": False},
+    "dpmpp_2m": _DPMPP_2M | {"use_karras_sigmas": False},
+    "dpmpp_2m_karras": _DPMPP_2M | {"use_karras_sigmas": True},
+    "dpmpp_sde_karras": {"use_karras_sigmas": True},
+    "heun": {"use_karras_sigmas": False},
+    "lms": {"use_karras_sigmas": False},
+    # PNDM's Runge-Kutta warm-up adds extra model calls (and fails for very few steps); SD's own
+    # configs skip it, and so must we for a model saved with another scheduler, or the step
+    # count would no longer match what the user asked for.
+    "pndm": {"skip_prk_steps": True},
+}
+# LCM picks its steps from the 50 its models were distilled on, and refuses more than those.
+_LCM_ORIGINAL_STEPS = 50
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -405,6 +434,40 @@ class Engine:
     def _generate(
         self, requests: list[GenerationRequest], on_steps: list[StepCallback | None], preview_every: int
     ) -> list[GenerationResult | None]:
+        lengths = self._prompt_lengths(requests) if len(requests) > 1 else [0]
+        if len(set(lengths)) == 1:
+            return self._generate_call(requests, on_steps, preview_every)
+        # A prompt padded to a longer companion's length (a call's prompts must have one length) would
+        # make other images than it makes alone: jobs whose prompts fill another number of 77-token
+        # windows get a call of their own, one after the other.
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for length in dict.fromkeys(lengths):
+            group = [index for index, each in enumerate(lengths) if each == length]
+            outcomes = self._generate_call(
+                [requests[index] for index in group], [on_steps[index] for index in group], preview_every
+            )
+            for index, result in zip(group, outcomes, strict=True):
+                results[index] = result
+        return results
+
+    def _prompt_lengths(self, requests: list[GenerationRequest]) -> list[int]:
+        """How many tokens each request's prompts take once encoded (its longer one's), windows and all.
+
+        Read with the model's own text encoder: jobs that share calls never take an inpainting
+        checkpoint's (masked jobs cannot share)."""
+        pipe = self.pipeline
+        prompts = PromptEncoder(
+            tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=requests[0].clip_skip
+        )
+        with self._lock, torch.inference_mode():
+            return [
+                max(len(prompts.encode(request.prompt)), len(prompts.encode(request.negative_prompt)))
+                for request in requests
+            ]
+
+    def _generate_call(
+        self, requests: list[GenerationRequest], on_steps: list[StepCallback | None], preview_every: int
+    ) -> list[GenerationResult | None]:
         first = requests[0]  # the requests agree on everything batch_key names
         img2img = first.init_image is not None
         inpaint = first.mask_image is not None
@@ -419,9 +482,13 @@ class Engine:
 
         def callback(pipe: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal step
+            # A second-order sampler (Heun, DPM++ SDE) calls the model twice a step, and the pipeline
+            # calls back after each: a step is done once the sampler is back at its first half (Heun's
+            # last step, down to no noise, has only one).
+            halfway = not getattr(pipe.scheduler, "state_in_first_order", True) and index < pipe.num_timesteps - 1
             # PNDM's warm-up evaluates one timestep twice, so its pipeline calls back once more than
             # there are steps: report each step once and never past total.
-            if step == total:
+            if step == total or halfway:
                 return tensors
             step += 1
             due = previews.due(step)
@@ -468,14 +535,16 @@ class Engine:
         generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
         with self._lock:
             started = time.perf_counter()
-            pipe.scheduler = scheduler_cls.from_config(
-                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(first.scheduler, {})
-            )
+            pipe.scheduler = _scheduler(first, scheduler_cls, self._scheduler_config, seeds)
+            # The pipe's own text encoder: an inpainting checkpoint may bring its own.
+            prompts = PromptEncoder(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=first.clip_skip)
             try:
                 with torch.inference_mode(), conditioning:
+                    embeddings = prompts.encode_batch(
+                        each(lambda request: request.prompt), each(lambda request: request.negative_prompt)
+                    )
                     output = pipe(
-                        prompt=each(lambda request: request.prompt),
-                        negative_prompt=each(lambda request: request.negative_prompt),
+                        **embeddings,
                         num_inference_steps=first.steps,
                         guidance_scale=first.guidance_scale,
                         generator=generators,
@@ -515,6 +584,7 @@ class Engine:
                     height=height,
                     model=model,
                     strength=request.strength if img2img else None,
+                    clip_skip=request.clip_skip,
                 )
                 for place in range(request.batch_size)
             ]
@@ -553,6 +623,19 @@ def _stacked(*contexts: AbstractContextManager) -> Iterator[None]:
         yield
 
 
+def _scheduler(request: GenerationRequest, cls: type, config: Any, seeds: list[int]) -> Any:
+    """A fresh scheduler of the request's sampler, from the model's scheduler config, for a call
+    whose images have these seeds."""
+    options = dict(_SCHEDULER_OVERRIDES.get(request.scheduler, {}))
+    if request.scheduler == "dpmpp_sde_karras":
+        # Its noise comes from Brownian trees that diffusers seeds at random unless told: one tree
+        # per image, seeded like the image's generator, keeps each image repeatable and its own in a batch.
+        options["noise_sampler_seed"] = seeds
+    if request.scheduler == "lcm":
+        options["original_inference_steps"] = max(_LCM_ORIGINAL_STEPS, request.steps)
+    return cls.from_config(config, **options)
+
+
 def batch_key(request: GenerationRequest) -> tuple | None:
     """What requests must agree on to share one pipeline call; None for one that cannot share
     (a mask or a reference image conditions the whole call)."""
@@ -560,7 +643,15 @@ def batch_key(request: GenerationRequest) -> tuple | None:
         return None
     size = request.init_image.size if request.init_image is not None else (request.width, request.height)
     pipeline = "text-to-image" if request.init_image is None else "image-to-image"
-    return (pipeline, request.strength, size, request.steps, request.scheduler, request.guidance_scale)
+    return (
+        pipeline,
+        request.strength,
+        size,
+        request.steps,
+        request.scheduler,
+        request.guidance_scale,
+        request.clip_skip,
+    )
 
 
 def _pixels(image: Image.Image, mode: str) -> torch.Tensor:
