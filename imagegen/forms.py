@@ -3,7 +3,7 @@
 from django import forms
 
 from . import limits
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
+from .engine.requests import DEFAULT_CLIP_SKIP, DEFAULT_SCHEDULER, MAX_CLIP_SKIP, SAMPLER_LABELS
 from .validators import validate_side
 
 
@@ -11,6 +11,8 @@ class GenerateForm(forms.Form):
     prompt = forms.CharField(
         max_length=limits.MAX_PROMPT_LENGTH,
         strip=True,
+        help_text="AUTOMATIC1111's syntax: (word:1.3) or (word) weighs a word more, [word] less; "
+        "BREAK starts a new 75-token chunk.",
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "A lighthouse at dawn, oil painting"}),
     )
     negative_prompt = forms.CharField(
@@ -47,8 +49,20 @@ class GenerateForm(forms.Form):
         label="Sampler", choices=list(SAMPLER_LABELS.items()), initial=DEFAULT_SCHEDULER, required=False
     )
 
+    clip_skip = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_CLIP_SKIP,
+        initial=DEFAULT_CLIP_SKIP,
+        required=False,
+        help_text="1 reads the prompt from the text encoder's last layer; 2 (the one before) suits many anime models.",
+    )
+
     def clean_scheduler(self) -> str:
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER
+
+    def clean_clip_skip(self) -> int:
+        clip_skip = self.cleaned_data["clip_skip"]
+        return DEFAULT_CLIP_SKIP if clip_skip is None else clip_skip
 
     def run_arguments(self) -> dict:
         """The cleaned values as keyword arguments of services.run_create."""

@@ -6,10 +6,11 @@ from typing import ClassVar
 
 from django.apps import apps
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS
+from .engine.requests import DEFAULT_CLIP_SKIP, DEFAULT_SCHEDULER, MAX_CLIP_SKIP, SAMPLER_LABELS
 from .validators import validate_strength
 
 
@@ -163,8 +164,19 @@ class Run(Job):
     dom_prefix = "run"
     live_url_name = "imagegen:run_live"
     cancel_url_name = "imagegen:run_cancel"
-    # The same model, pipeline (and strength), size, steps, sampler and guidance; prompts and seeds may differ.
-    batch_fields = ("model", "generation_type", "strength", "width", "height", "steps", "scheduler", "guidance_scale")
+    # The same model, pipeline (and strength), size, steps, sampler, guidance and clip skip; prompts and
+    # seeds may differ.
+    batch_fields = (
+        "model",
+        "generation_type",
+        "strength",
+        "width",
+        "height",
+        "steps",
+        "scheduler",
+        "guidance_scale",
+        "clip_skip",
+    )
 
     class GenerationType(models.TextChoices):
         TEXT_TO_IMAGE = "text_to_image", "Text to image"
@@ -190,6 +202,10 @@ class Run(Job):
     height = models.PositiveSmallIntegerField()
     seed = models.BigIntegerField()
     scheduler = models.CharField(max_length=20, choices=list(SAMPLER_LABELS.items()), default=DEFAULT_SCHEDULER)
+    # A1's count: 1 reads the prompt from the text encoder's last layer, 2 from the one before.
+    clip_skip = models.PositiveSmallIntegerField(
+        default=DEFAULT_CLIP_SKIP, validators=[MinValueValidator(1), MaxValueValidator(MAX_CLIP_SKIP)]
+    )
     model = models.CharField(max_length=255)
     batch_size = models.PositiveSmallIntegerField(default=1)
 

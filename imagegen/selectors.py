@@ -231,6 +231,7 @@ def run_parameters(*, run: Run) -> dict:
         "height": run.height,
         "seed": run.seed,
         "sampler": run.sampler_label,
+        "clip_skip": run.clip_skip,
         "model": run.model,
         "batch_size": run.batch_size,
     }
@@ -283,6 +284,7 @@ def run_parameters_text(*, run: Run) -> str:
         height=run.height,
         model=run.model,
         strength=run.strength_float,
+        clip_skip=run.clip_skip,
     )
 
 

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..engine import (
+    DEFAULT_CLIP_SKIP,
     DEFAULT_SCHEDULER,
     GenerationCancelled,
     GenerationRequest,
@@ -45,6 +46,7 @@ def run_create(
     height: int | None = None,
     seed: int | None = None,
     scheduler: str = DEFAULT_SCHEDULER,
+    clip_skip: int = DEFAULT_CLIP_SKIP,
     batch_size: int = 1,
     init_image: Image | None = None,
     init_upload: "NormalisedImage | None" = None,
@@ -86,6 +88,7 @@ def run_create(
                 # Always stored, so every image can be made again: draw one when none was given.
                 seed=random_seed() if seed is None else seed,
                 scheduler=scheduler,
+                clip_skip=clip_skip,
                 model=settings.IMAGEGEN_MODEL,
                 batch_size=batch_size,
             )
@@ -154,6 +157,7 @@ def run_variation_create(*, run: Run) -> Run:
         width=run.width,
         height=run.height,
         scheduler=run.scheduler,
+        clip_skip=run.clip_skip,
         batch_size=run.batch_size,
         init_image=run.init_image,
         strength=run.strength_float,
@@ -235,6 +239,7 @@ def _generation_request(run: Run) -> GenerationRequest:
         height=run.height,
         seed=run.seed,
         scheduler=run.scheduler,
+        clip_skip=run.clip_skip,
         batch_size=run.batch_size,
     )
 

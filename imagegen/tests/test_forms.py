@@ -12,6 +12,14 @@ def test_valid_request_passes_and_seed_is_optional():
     assert form.is_valid(), form.errors
     assert form.run_arguments()["seed"] is None
     assert form.run_arguments()["scheduler"] == "euler_a"
+    assert form.run_arguments()["clip_skip"] == 1
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp_2m_karras", "dpmpp_sde_karras", "unipc", "heun", "lms", "lcm", "pndm"])
+def test_the_samplers_a1_users_name_are_offered(scheduler):
+    form = GenerateForm({**VALID, "scheduler": scheduler, "clip_skip": 2})
+    assert form.is_valid(), form.errors
+    assert (form.run_arguments()["scheduler"], form.run_arguments()["clip_skip"]) == (scheduler, 2)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +40,9 @@ def test_valid_request_passes_and_seed_is_optional():
         ("seed", -1, "greater than or equal to 0"),
         ("seed", 2**32, "less than or equal to"),
         ("scheduler", "warp-drive", "Select a valid choice"),
+        ("clip_skip", 0, "greater than or equal to 1"),
+        ("clip_skip", 13, "less than or equal to 12"),
+        ("clip_skip", "two", "Enter a whole number."),
     ],
 )
 def test_each_rule_names_its_field(field, value, message):

@@ -152,7 +152,20 @@ def test_the_rules_read_as_the_readme_states_them(spec):
     schemas = spec["components"]["schemas"]
     generate = schemas["GenerateRequest"]["properties"]
     assert schemas["GenerateRequest"]["required"] == ["prompt"]
-    assert generate["prompt"] == {"type": "string", "minLength": 1, "maxLength": 1000}
+    assert generate["prompt"] | {"description": ""} == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 1000,
+        "description": "",
+    }
+    assert "(word:1.3)" in generate["prompt"]["description"]
+    clip_skip = generate["clip_skip"]
+    assert (clip_skip["type"], clip_skip["minimum"], clip_skip["maximum"], clip_skip["default"]) == (
+        "integer",
+        1,
+        12,
+        1,
+    )
     assert generate["num_inference_steps"] == {"type": "integer", "minimum": 1, "maximum": 150, "default": 50}
     for side in ("width", "height"):
         assert generate[side] == {"type": "integer", "multipleOf": 8, "minimum": 64, "maximum": 1024, "default": 512}
