@@ -390,7 +390,8 @@ class Engine:
         on_steps: list[StepCallback | None] | None = None,
         preview_every: int = 0,
     ) -> list[GenerationResult | None]:
-        """Run several jobs that can share one pipeline call (see `batch_key`) as one call.
+        """Run several jobs that can share one pipeline call (see `batch_key`) as one call (or one
+        call per length of their encoded prompts, see _generate).
 
         Each image has a generator of its own, seeded with its request's seed plus its place in
         the request's batch, so every job's images are those it makes alone. Each request has
@@ -434,9 +435,16 @@ class Engine:
     def _generate(
         self, requests: list[GenerationRequest], on_steps: list[StepCallback | None], preview_every: int
     ) -> list[GenerationResult | None]:
-        lengths = self._prompt_lengths(requests) if len(requests) > 1 else [0]
-        if len(set(lengths)) == 1:
+        if len(requests) == 1:
             return self._generate_call(requests, on_steps, preview_every)
+        # Jobs that share calls never take an inpainting checkpoint (masked jobs cannot share): the
+        # model's own text encoder reads their prompts.
+        pipe = self.pipeline
+        prompts = PromptEncoder(
+            tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=requests[0].clip_skip
+        )
+        with self._lock, torch.inference_mode():
+            lengths = [prompts.length(request.prompt, request.negative_prompt) for request in requests]
         # A prompt padded to a longer companion's length (a call's prompts must have one length) would
         # make other images than it makes alone: jobs whose prompts fill another number of 77-token
         # windows get a call of their own, one after the other.
@@ -444,30 +452,20 @@ class Engine:
         for length in dict.fromkeys(lengths):
             group = [index for index, each in enumerate(lengths) if each == length]
             outcomes = self._generate_call(
-                [requests[index] for index in group], [on_steps[index] for index in group], preview_every
+                [requests[index] for index in group], [on_steps[index] for index in group], preview_every, prompts
             )
             for index, result in zip(group, outcomes, strict=True):
                 results[index] = result
         return results
 
-    def _prompt_lengths(self, requests: list[GenerationRequest]) -> list[int]:
-        """How many tokens each request's prompts take once encoded (its longer one's), windows and all.
-
-        Read with the model's own text encoder: jobs that share calls never take an inpainting
-        checkpoint's (masked jobs cannot share)."""
-        pipe = self.pipeline
-        prompts = PromptEncoder(
-            tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=requests[0].clip_skip
-        )
-        with self._lock, torch.inference_mode():
-            return [
-                max(len(prompts.encode(request.prompt)), len(prompts.encode(request.negative_prompt)))
-                for request in requests
-            ]
-
     def _generate_call(
-        self, requests: list[GenerationRequest], on_steps: list[StepCallback | None], preview_every: int
+        self,
+        requests: list[GenerationRequest],
+        on_steps: list[StepCallback | None],
+        preview_every: int,
+        prompts: PromptEncoder | None = None,
     ) -> list[GenerationResult | None]:
+        """One pipeline call; `prompts` encodes the requests' prompts when the caller has one already."""
         first = requests[0]  # the requests agree on everything batch_key names
         img2img = first.init_image is not None
         inpaint = first.mask_image is not None
@@ -536,8 +534,11 @@ class Engine:
         with self._lock:
             started = time.perf_counter()
             pipe.scheduler = _scheduler(first, scheduler_cls, self._scheduler_config, seeds)
-            # The pipe's own text encoder: an inpainting checkpoint may bring its own.
-            prompts = PromptEncoder(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=first.clip_skip)
+            if prompts is None:
+                # The pipe's own text encoder: an inpainting checkpoint may bring its own.
+                prompts = PromptEncoder(
+                    tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=first.clip_skip
+                )
             try:
                 with torch.inference_mode(), conditioning:
                     embeddings = prompts.encode_batch(

@@ -157,6 +157,10 @@ class PromptEncoder:
             self._known[prompt] = torch.cat(segments)
         return self._known[prompt]
 
+    def length(self, *prompts: str) -> int:
+        """How many tokens the longest of these prompts takes once encoded, windows and all."""
+        return max(len(self.encode(prompt)) for prompt in prompts)
+
     def encode_batch(self, prompts: Sequence[str], negative_prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The pipeline's prompt_embeds and negative_prompt_embeds for a batch, one row per image.
 
