@@ -5,20 +5,24 @@ from django.conf import settings
 
 from . import limits
 from .engine.addons import AddOnError, AddOnFolder
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, hires_size
+from .engine.requests import DEFAULT_CLIP_SKIP, DEFAULT_SCHEDULER, MAX_CLIP_SKIP, SAMPLER_LABELS, hires_size
 from .models import REFINED, Run
 from .services.catalog import default_model, models_offered
 from .validators import validate_hires_scale, validate_side, validate_strength
+
+PROMPT_SYNTAX = (
+    "AUTOMATIC1111's syntax: (word:1.3) or (word) weighs a word more, [word] less; BREAK starts a new 75-token chunk."
+)
 
 
 class GenerateForm(forms.Form):
     prompt = forms.CharField(
         max_length=limits.MAX_PROMPT_LENGTH,
         strip=True,
+        # The page names the LoRAs and embeddings this server offers instead (see __init__).
+        help_text=f"{PROMPT_SYNTAX} `<lora:name:weight>` applies one of the server's LoRAs (weight -4 to 4, "
+        "default 1); an embedding's name calls it.",
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "A lighthouse at dawn, oil painting"}),
-        # The page names what this server offers instead (see __init__).
-        help_text="`<lora:name:weight>` applies one of the server's LoRAs (weight -4 to 4, default 1); "
-        "an embedding's name calls it.",
     )
     negative_prompt = forms.CharField(
         max_length=limits.MAX_PROMPT_LENGTH, required=False, strip=True, widget=forms.Textarea(attrs={"rows": 2})
@@ -104,7 +108,7 @@ class GenerateForm(forms.Form):
             f"LoRAs, as <lora:name:weight>: {', '.join(names)}." if (names := addons.lora_names()) else "",
             f"Embeddings, by name: {', '.join(names)}." if (names := addons.embedding_names()) else "",
         ]
-        self.fields["prompt"].help_text = " ".join(part for part in offered if part)
+        self.fields["prompt"].help_text = " ".join(part for part in (PROMPT_SYNTAX, *offered) if part)
 
     @property
     def offers_models(self) -> bool:
@@ -122,8 +126,20 @@ class GenerateForm(forms.Form):
     def clean_model(self) -> str:
         return self.cleaned_data["model"] or default_model().id
 
+    clip_skip = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_CLIP_SKIP,
+        initial=DEFAULT_CLIP_SKIP,
+        required=False,
+        help_text="1 reads the prompt from the text encoder's last layer; 2 (the one before) suits many anime models.",
+    )
+
     def clean_scheduler(self) -> str:
         return self.cleaned_data["scheduler"] or DEFAULT_SCHEDULER
+
+    def clean_clip_skip(self) -> int:
+        clip_skip = self.cleaned_data["clip_skip"]
+        return DEFAULT_CLIP_SKIP if clip_skip is None else clip_skip
 
     def clean_batch_size(self) -> int:
         batch_size = self.cleaned_data["batch_size"]

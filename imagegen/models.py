@@ -6,10 +6,19 @@ from typing import ClassVar
 
 from django.apps import apps
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.urls import reverse
 
-from .engine.requests import DEFAULT_SCHEDULER, SAMPLER_LABELS, HiresFix, hires_first_pass_size, image_seed
+from .engine.requests import (
+    DEFAULT_CLIP_SKIP,
+    DEFAULT_SCHEDULER,
+    MAX_CLIP_SKIP,
+    SAMPLER_LABELS,
+    HiresFix,
+    hires_first_pass_size,
+    image_seed,
+)
 from .validators import validate_hires_scale, validate_strength
 
 
@@ -184,8 +193,8 @@ class Run(Job):
     cancel_url_name = "imagegen:run_cancel"
     variation_url_name = "imagegen:run_variation"
     quota_cost = models.F("batch_size")
-    # The same model, pipeline (and strength), size, steps, sampler, guidance and hires fix; prompts
-    # and seeds may differ.
+    # The same model, pipeline (and strength), size, steps, sampler, guidance, clip skip and hires
+    # fix; prompts and seeds may differ.
     batch_fields = (
         "model",
         "generation_type",
@@ -195,6 +204,7 @@ class Run(Job):
         "steps",
         "scheduler",
         "guidance_scale",
+        "clip_skip",
         "hires_scale",
         "hires_strength",
         "hires_steps",
@@ -226,6 +236,10 @@ class Run(Job):
     height = models.PositiveSmallIntegerField()
     seed = models.BigIntegerField()
     scheduler = models.CharField(max_length=20, choices=list(SAMPLER_LABELS.items()), default=DEFAULT_SCHEDULER)
+    # A1's count: 1 reads the prompt from the text encoder's last layer, 2 from the one before.
+    clip_skip = models.PositiveSmallIntegerField(
+        default=DEFAULT_CLIP_SKIP, validators=[MinValueValidator(1), MaxValueValidator(MAX_CLIP_SKIP)]
+    )
     model = models.CharField(max_length=255)
     batch_size = models.PositiveSmallIntegerField(default=1)
     # Hires fix (text to image; all three empty without one): made at first_pass_size, upscaled by

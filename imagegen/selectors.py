@@ -285,6 +285,7 @@ def run_parameters(*, run: Run) -> dict:
         "height": height,
         "seed": run.seed,
         "sampler": run.sampler_label,
+        "clip_skip": run.clip_skip,
         "model": run.model,
         "batch_size": run.batch_size,
     }
@@ -341,6 +342,7 @@ def run_parameters_text(*, run: Run) -> str:
         model=run.model,
         strength=run.strength_float,
         hires=run.hires,
+        clip_skip=run.clip_skip,
     )
 
 

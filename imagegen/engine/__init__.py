@@ -6,7 +6,7 @@ diffusers on first use, so a process that only validates or describes requests n
 
 from importlib import import_module
 
-from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError
+from .errors import EngineError, GenerationCancelled, ModelLoadError, OutOfMemoryError, UnsupportedSettingError
 from .metadata import (
     SOURCE_LABELS,
     ImportedSettings,
@@ -17,7 +17,9 @@ from .metadata import (
     read_png_text,
 )
 from .requests import (
+    DEFAULT_CLIP_SKIP,
     DEFAULT_SCHEDULER,
+    MAX_CLIP_SKIP,
     SAMPLER_LABELS,
     GenerationRequest,
     HiresFix,
@@ -40,7 +42,9 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "DEFAULT_CLIP_SKIP",
     "DEFAULT_SCHEDULER",
+    "MAX_CLIP_SKIP",
     "SAMPLER_LABELS",
     "SCHEDULERS",
     "SOURCE_LABELS",
@@ -54,6 +58,7 @@ __all__ = [
     "ImportedSettings",
     "ModelLoadError",
     "OutOfMemoryError",
+    "UnsupportedSettingError",
     "effective_steps",
     "encode_png",
     "encode_thumbnail",

@@ -18,3 +18,7 @@ class GenerationCancelled(EngineError):  # noqa: N818 - a cancel is a request, n
 
     def __init__(self, message: str = "Generation cancelled.") -> None:
         super().__init__(message)
+
+
+class UnsupportedSettingError(EngineError):
+    """The request asks for a setting this model cannot follow (a clip skip past its text encoder's layers)."""

@@ -30,6 +30,7 @@ def format_parameters(
     model: str,
     strength: float | None = None,
     hires: HiresFix | None = None,
+    clip_skip: int = 1,
     extra: Mapping[str, object] | None = None,
 ) -> str:
     """Return the settings as AUTOMATIC1111 "parameters" text; `extra` adds settings of its own
@@ -55,6 +56,8 @@ def format_parameters(
     )
     if strength is not None:
         settings += f", Denoising strength: {strength:g}"
+    if clip_skip > 1:  # A1 names it only when set
+        settings += f", Clip skip: {clip_skip}"
     for name, value in (extra or {}).items():
         settings += f", {name}: {value}"
     lines.append(settings)

@@ -6,6 +6,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -19,12 +20,17 @@ from diffusers import (
     DDIMScheduler,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
+    DPMSolverSDEScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LCMScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    UniPCMultistepScheduler,
 )
 from diffusers.models.attention_processor import FusedAttnProcessor2_0
 from PIL import Image
@@ -34,26 +40,49 @@ from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
 from .previews import PreviewPacer, latents_to_preview
+from .prompts import PromptEncoder
 from .reference import reference_attention, unfused_processor
 from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps, hires_size, image_seed
 from .tiny import ensure_tiny_model
 
 logger = logging.getLogger("imagegen.engine")
+# torchsde (DPM++ SDE's noise) warns at every job that a time is past its interval's end by a
+# float rounding (4.116698265075684 against 4.116698); it is harmless, and A1 prints it too.
+warnings.filterwarnings("ignore", message="Should have tb<=t1", module="torchsde")
 
 _SCHEDULER_CLASSES: dict[str, type] = {
     "euler_a": EulerAncestralDiscreteScheduler,
     "euler": EulerDiscreteScheduler,
-    "ddim": DDIMScheduler,
     "dpmpp_2m": DPMSolverMultistepScheduler,
+    "dpmpp_2m_karras": DPMSolverMultistepScheduler,
+    "dpmpp_sde_karras": DPMSolverSDEScheduler,  # needs torchsde
+    "ddim": DDIMScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "heun": HeunDiscreteScheduler,
+    "lms": LMSDiscreteScheduler,  # needs scipy
+    "lcm": LCMScheduler,
     "pndm": PNDMScheduler,
 }
 # Sampler key → (label printed in parameters, diffusers scheduler class).
 SCHEDULERS: dict[str, tuple[str, type]] = {key: (SAMPLER_LABELS[key], cls) for key, cls in _SCHEDULER_CLASSES.items()}
 
-# PNDM's Runge-Kutta warm-up adds extra model calls (and fails for very few steps); SD's own
-# configs skip it, and so must we for a model saved with another scheduler, or the step
-# count would no longer match what the user asked for.
-_SCHEDULER_OVERRIDES: dict[str, dict[str, Any]] = {"pndm": {"skip_prk_steps": True}}
+# What makes a scheduler the sampler A1 names, whatever the model's own scheduler config says
+# (a model may ship a DPM-Solver config of another order or algorithm, or Karras sigmas on).
+_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+_SCHEDULER_OVERRIDES: dict[str, dict[str, Any]] = {
+    "euler": {"use_karras_sigmas": False},
+    "dpmpp_2m": _DPMPP_2M | {"use_karras_sigmas": False},
+    "dpmpp_2m_karras": _DPMPP_2M | {"use_karras_sigmas": True},
+    "dpmpp_sde_karras": {"use_karras_sigmas": True},
+    "heun": {"use_karras_sigmas": False},
+    "lms": {"use_karras_sigmas": False},
+    # PNDM's Runge-Kutta warm-up adds extra model calls (and fails for very few steps); SD's own
+    # configs skip it, and so must we for a model saved with another scheduler, or the step
+    # count would no longer match what the user asked for.
+    "pndm": {"skip_prk_steps": True},
+}
+# LCM picks its steps from the 50 its models were distilled on, and refuses more than those.
+_LCM_ORIGINAL_STEPS = 50
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -373,14 +402,22 @@ class Engine:
         # recompile for at every job: they run on the uncompiled one (entered first, so they see it).
         return _stacked(_uncompiled_unet(pipe), context), inputs, described
 
-    def _load_embeddings(self, pipe: DiffusionPipeline, texts: list[str]) -> None:
-        """Load into pipe's tokenizer and text encoder the folder's embeddings that the prompts
-        name and it lacks. They stay loaded: a word calls its embedding in every later prompt,
-        as it would have if loaded at start (the tokenizer matches added words anywhere in a text,
-        so any text containing the name loads it)."""
+    def _prompt_texts(self, pipe: DiffusionPipeline, texts: list[str]) -> list[str]:
+        """The texts as pipe's tokenizer is to read them: each embedding they name loaded (see
+        _load_embeddings) and, when it has several vectors, written out as its several tokens (what
+        diffusers does for prompts it encodes itself; ours go to the pipeline as embeddings)."""
+        if self._load_embeddings(pipe, texts):
+            return [pipe.maybe_convert_prompt(text, pipe.tokenizer) for text in texts]
+        return texts
+
+    def _load_embeddings(self, pipe: DiffusionPipeline, texts: list[str]) -> bool:
+        """Load into pipe's tokenizer and text encoder the folder's embeddings that the texts name
+        and it lacks; whether pipe has any. They stay loaded: a word calls its embedding in every
+        later prompt, as it would have if loaded at start (the tokenizer matches added words
+        anywhere in a text, so any text containing the name loads it)."""
         files = self.addons.embedding_files()
         if not files:
-            return
+            return bool(pipe.tokenizer.get_added_vocab())
         loaded = pipe.tokenizer.get_added_vocab()
         for name, path in files.items():
             if name in loaded or not any(name in text for text in texts):
@@ -391,6 +428,7 @@ class Engine:
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 logger.error("Could not load the embedding %s from %s: %s", name, path, exc)
                 raise AddOnError(f"The embedding {name!r} could not be loaded.") from exc
+        return bool(pipe.tokenizer.get_added_vocab())
 
     @contextmanager
     def _loras_applied(self, pipe: DiffusionPipeline, loras: tuple[PromptLora, ...]) -> Iterator[None]:
@@ -444,7 +482,8 @@ class Engine:
         on_steps: list[StepCallback | None] | None = None,
         preview_every: int = 0,
     ) -> list[GenerationResult | None]:
-        """Run several jobs that can share one pipeline call (see `batch_key`) as one call.
+        """Run several jobs that can share one pipeline call (see `batch_key`) as one call (or one
+        call per length of their encoded prompts, see _generate).
 
         Each image has a generator of its own, seeded with its request's seed plus its place in
         the request's batch, so every job's images are those it makes alone. Each request has
@@ -488,6 +527,40 @@ class Engine:
     def _generate(
         self, requests: list[GenerationRequest], on_steps: list[StepCallback | None], preview_every: int
     ) -> list[GenerationResult | None]:
+        if len(requests) == 1:
+            return self._generate_call(requests, on_steps, preview_every)
+        # Jobs that share calls never take an inpainting checkpoint (masked jobs cannot share): the
+        # model's own text encoder reads their prompts.
+        pipe = self.pipeline
+        prompts = PromptEncoder(
+            tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=requests[0].clip_skip
+        )
+        with self._lock, torch.inference_mode():
+            lengths = [
+                prompts.length(*self._prompt_texts(pipe, [request.prompt_text, request.negative_prompt]))
+                for request in requests
+            ]
+        # A prompt padded to a longer companion's length (a call's prompts must have one length) would
+        # make other images than it makes alone: jobs whose prompts fill another number of 77-token
+        # windows get a call of their own, one after the other.
+        results: list[GenerationResult | None] = [None] * len(requests)
+        for length in dict.fromkeys(lengths):
+            group = [index for index, each in enumerate(lengths) if each == length]
+            outcomes = self._generate_call(
+                [requests[index] for index in group], [on_steps[index] for index in group], preview_every, prompts
+            )
+            for index, result in zip(group, outcomes, strict=True):
+                results[index] = result
+        return results
+
+    def _generate_call(
+        self,
+        requests: list[GenerationRequest],
+        on_steps: list[StepCallback | None],
+        preview_every: int,
+        prompts: PromptEncoder | None = None,
+    ) -> list[GenerationResult | None]:
+        """One pipeline call; `prompts` encodes the requests' prompts when the caller has one already."""
         first = requests[0]  # the requests agree on everything batch_key names
         img2img = first.init_image is not None
         inpaint = first.mask_image is not None
@@ -504,9 +577,13 @@ class Engine:
 
         def callback(pipe: DiffusionPipeline, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             nonlocal step
+            # A second-order sampler (Heun, DPM++ SDE) calls the model twice a step, and the pipeline
+            # calls back after each: a step is done once the sampler is back at its first half (Heun's
+            # last step, down to no noise, has only one).
+            halfway = not getattr(pipe.scheduler, "state_in_first_order", True) and index < pipe.num_timesteps - 1
             # PNDM's warm-up evaluates one timestep twice, so its pipeline calls back once more than
             # there are steps: report each step once and never past the pass's end.
-            if step == pass_end:
+            if step == pass_end or halfway:
                 return tensors
             step += 1
             due = previews.due(step)
@@ -542,6 +619,7 @@ class Engine:
                 previews=preview_every > 0,
                 inputs=inputs,
                 size=size,
+                encoder=prompts if pipe.text_encoder is self.pipeline.text_encoder else None,
             )
 
         if img2img:
@@ -594,6 +672,7 @@ class Engine:
                     model=model,
                     strength=request.strength if img2img else None,
                     hires=request.hires,
+                    clip_skip=request.clip_skip,
                 )
                 for place in range(request.batch_size)
             ]
@@ -624,25 +703,31 @@ class Engine:
         previews: bool,
         inputs: dict[str, Any],
         size: tuple[int, int],
+        encoder: PromptEncoder | None = None,
     ) -> tuple[Any, float, str]:
         """Call pipe once for a batch with the request's settings, a fresh scheduler and a generator
-        per image: (its output, its seconds, how it followed the request's reference image)."""
+        per image: (its output, its seconds, how it followed the request's reference image).
+        `encoder` reads the prompts when the caller has one for pipe's text encoder already."""
         _, scheduler_cls = SCHEDULERS[request.scheduler]
         conditioning, conditioning_inputs, reference = self._conditioning(pipe, request)
-        self._load_embeddings(pipe, [*prompts, *negative_prompts])
+        texts = self._prompt_texts(pipe, [*prompts, *negative_prompts])
         # Generators on MPS are unreliable for reproducibility, so seed on the CPU there too.
         generator_device = self.device if self.device.startswith("cuda") else "cpu"
         generators = [torch.Generator(device=generator_device).manual_seed(seed) for seed in seeds]
         with self._lock:
             started = time.perf_counter()
-            pipe.scheduler = scheduler_cls.from_config(
-                self._scheduler_config, **_SCHEDULER_OVERRIDES.get(request.scheduler, {})
-            )
+            pipe.scheduler = _scheduler(request, scheduler_cls, self._scheduler_config, seeds)
+            if encoder is None:
+                # The pipe's own text encoder: an inpainting checkpoint may bring its own.
+                encoder = PromptEncoder(
+                    tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=request.clip_skip
+                )
             try:
+                # A LoRA may change the text encoder too: the prompts are read with it applied.
                 with self._loras_applied(pipe, request.loras), torch.inference_mode(), conditioning:
+                    embeddings = encoder.encode_batch(texts[: len(prompts)], texts[len(prompts) :])
                     output = pipe(
-                        prompt=prompts,
-                        negative_prompt=negative_prompts,
+                        **embeddings,
                         num_inference_steps=steps,
                         guidance_scale=request.guidance_scale,
                         generator=generators,
@@ -709,6 +794,19 @@ def _pipeline_strength(steps: int, strength: float) -> float:
     return strength if int(steps * strength) else min(1.0, 1.5 / steps)
 
 
+def _scheduler(request: GenerationRequest, cls: type, config: Any, seeds: list[int]) -> Any:
+    """A fresh scheduler of the request's sampler, from the model's scheduler config, for a call
+    whose images have these seeds."""
+    options = dict(_SCHEDULER_OVERRIDES.get(request.scheduler, {}))
+    if request.scheduler == "dpmpp_sde_karras":
+        # Its noise comes from Brownian trees that diffusers seeds at random unless told: one tree
+        # per image, seeded like the image's generator, keeps each image repeatable and its own in a batch.
+        options["noise_sampler_seed"] = seeds
+    if request.scheduler == "lcm":
+        options["original_inference_steps"] = max(_LCM_ORIGINAL_STEPS, request.steps)
+    return cls.from_config(config, **options)
+
+
 def batch_key(request: GenerationRequest) -> tuple | None:
     """What requests must agree on to share one pipeline call; None for one that cannot share
     (a mask, a reference image or a LoRA conditions the whole call)."""
@@ -716,7 +814,16 @@ def batch_key(request: GenerationRequest) -> tuple | None:
         return None
     size = request.init_image.size if request.init_image is not None else (request.width, request.height)
     pipeline = "text-to-image" if request.init_image is None else "image-to-image"
-    return (pipeline, request.strength, size, request.steps, request.scheduler, request.guidance_scale, request.hires)
+    return (
+        pipeline,
+        request.strength,
+        size,
+        request.steps,
+        request.scheduler,
+        request.guidance_scale,
+        request.clip_skip,
+        request.hires,
+    )
 
 
 def _pixels(image: Image.Image, mode: str) -> torch.Tensor:

@@ -15,14 +15,25 @@ DEFAULT_SCHEDULER = "euler_a"
 # How often a job's progress (and the preview it carries) is pushed to its watchers at most:
 # progress.PUSH_INTERVAL is this, and the engine makes previews no more often (PreviewPacer).
 PROGRESS_PUSH_SECONDS = 0.1
-# Our sampler keys, with the labels other Stable Diffusion tools print in their parameters.
+# Our sampler keys, with the labels AUTOMATIC1111 gives them (and prints in its parameters).
+# Keys are stored on runs: keep every one that ever existed.
 SAMPLER_LABELS: dict[str, str] = {
     "euler_a": "Euler a",
     "euler": "Euler",
-    "ddim": "DDIM",
     "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_karras": "DPM++ 2M Karras",
+    "dpmpp_sde_karras": "DPM++ SDE Karras",
+    "ddim": "DDIM",
+    "unipc": "UniPC",
+    "heun": "Heun",
+    "lms": "LMS",
+    "lcm": "LCM",
     "pndm": "PNDM",
 }
+# Clip skip as AUTOMATIC1111 counts it: the prompt is read from the text encoder's last layer (1),
+# the one before it (2), and so on; its slider stops at 12, the layers SD 1.x's encoder has.
+DEFAULT_CLIP_SKIP = 1
+MAX_CLIP_SKIP = 12
 # The VAE works on 8×8 pixel blocks: the pipelines round every side down to a multiple of this.
 SIDE_MULTIPLE = 8
 # What the hires fix upscales with, as A1's parameters name it: a pixel-space resize, no weights.
@@ -85,6 +96,7 @@ class GenerationRequest:
     height: int = 512
     seed: int = 0
     scheduler: str = DEFAULT_SCHEDULER
+    clip_skip: int = DEFAULT_CLIP_SKIP
     batch_size: int = 1
     init_image: Image.Image | None = None
     strength: float | None = None
@@ -101,6 +113,8 @@ class GenerationRequest:
         split_loras(self.prompt)  # a LoRA weight that is not a number in range raises ValueError
         if self.scheduler not in SAMPLER_LABELS:
             raise ValueError(f"Unknown scheduler {self.scheduler!r}; choose one of {', '.join(SAMPLER_LABELS)}.")
+        if not 1 <= self.clip_skip <= MAX_CLIP_SKIP:
+            raise ValueError(f"Clip skip must be between 1 and {MAX_CLIP_SKIP}.")
         if self.init_image is not None and (self.strength is None or not 0.0 <= self.strength <= 1.0):
             raise ValueError("Image-to-image needs a strength between 0.0 and 1.0.")
         if self.mask_image is not None and (self.init_image is None or self.mask_image.size != self.init_image.size):

@@ -12,6 +12,7 @@ from django.utils import timezone
 from img2img.uploads import NormalisedImage, normalise_upload
 
 from ..engine import (
+    DEFAULT_CLIP_SKIP,
     DEFAULT_SCHEDULER,
     GenerationCancelled,
     GenerationRequest,
@@ -55,6 +56,7 @@ def run_create(
     height: int | None = None,
     seed: int | None = None,
     scheduler: str = DEFAULT_SCHEDULER,
+    clip_skip: int = DEFAULT_CLIP_SKIP,
     batch_size: int = 1,
     init_image: Image | None = None,
     init_upload: NormalisedImage | None = None,
@@ -110,6 +112,7 @@ def run_create(
                 # Always stored, so every image can be made again: draw one when none was given.
                 seed=random_seed() if seed is None else seed,
                 scheduler=scheduler,
+                clip_skip=clip_skip,
                 model=model or default_model().id,
                 batch_size=batch_size,
                 hires_scale=hires and hires.scale,
@@ -193,6 +196,7 @@ def run_variation_create(*, run: Run, image: Image | None = None) -> Run:
         "width": width,
         "height": height,
         "scheduler": run.scheduler,
+        "clip_skip": run.clip_skip,
         "model": model_to_reuse(run.model).id,
     }
     if image is None:
@@ -291,6 +295,7 @@ def _generation_request(run: Run) -> GenerationRequest:
         height=height,
         seed=run.seed,
         scheduler=run.scheduler,
+        clip_skip=run.clip_skip,
         batch_size=run.batch_size,
         hires=run.hires,
     )

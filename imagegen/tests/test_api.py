@@ -51,6 +51,9 @@ def test_generate_accepts_and_defaults(client, token):
         ({"prompt": "fox", "seed": "abc"}, "seed"),
         ({"prompt": "fox", "batch_size": 0}, "batch_size"),
         ({"prompt": "fox", "batch_size": 5}, "batch_size"),
+        ({"prompt": "fox", "scheduler": "DPM++ 3M"}, "scheduler"),
+        ({"prompt": "fox", "clip_skip": 0}, "clip_skip"),
+        ({"prompt": "fox", "clip_skip": 13}, "clip_skip"),
     ],
 )
 def test_bad_input_is_400_naming_the_field_and_stores_nothing(client, token, body, field):
@@ -132,6 +135,16 @@ def test_a_run_of_several_images_lists_each_with_its_own_seed(client, token):
         (str(images[2].pk), 41),
         (str(images[0].pk), 42),
     ]
+
+
+def test_a_sampler_and_clip_skip_are_taken_and_reported_back(client, token):
+    body = {"prompt": "a (red:1.3) fox", "scheduler": "dpmpp_sde_karras", "clip_skip": 2}
+    response = post_json(client, "/api/generate", body, token)
+    assert response.status_code == 202
+    run = Run.objects.get(pk=response.json()["run_id"])
+    assert (run.prompt, run.scheduler, run.clip_skip) == ("a (red:1.3) fox", "dpmpp_sde_karras", 2)
+    parameters = client.get(f"/api/v1/runs/{run.pk}", headers={"Authorization": f"Bearer {token}"}).json()["parameters"]
+    assert (parameters["sampler"], parameters["clip_skip"]) == ("DPM++ SDE Karras", 2)
 
 
 def test_unknown_and_foreign_runs_are_404(client, token):

@@ -36,9 +36,10 @@ def assert_same_pixels(batched: Image.Image, alone: Image.Image) -> None:
     assert np.abs(as_array(batched) - as_array(alone)).max() <= PIXEL_TOLERANCE
 
 
-@pytest.mark.parametrize("scheduler", ["euler_a", "dpmpp_2m"])
+@pytest.mark.parametrize("scheduler", ["euler_a", "dpmpp_2m", "dpmpp_sde_karras", "lcm"])
 def test_each_job_of_a_batch_gets_the_images_it_makes_alone(engine: Engine, scheduler: str) -> None:
-    # Euler a draws fresh noise at every step: only a generator per image keeps a job's noise its own.
+    # Euler a and LCM draw fresh noise at every step: only a generator per image keeps a job's noise
+    # its own; DPM++ SDE draws it from Brownian trees, one per image, seeded like its generator.
     requests = [
         small(prompt="a red fox", seed=1, scheduler=scheduler),
         small(prompt="a blue whale", negative_prompt="blurry", seed=2, scheduler=scheduler),
@@ -132,7 +133,13 @@ def test_incompatible_requests_are_refused(engine: Engine) -> None:
     init = Image.new("RGB", (64, 64))
     assert batch_key(small(init_image=init, strength=0.5, mask_image=mask)) is None
     assert batch_key(small(reference_image=init)) is None
-    differing = [{"width": 128}, {"guidance_scale": 5.0}, {"scheduler": "ddim"}, {"init_image": init, "strength": 0.5}]
+    differing = [
+        {"width": 128},
+        {"guidance_scale": 5.0},
+        {"scheduler": "ddim"},
+        {"clip_skip": 2},
+        {"init_image": init, "strength": 0.5},
+    ]
     for change in differing:
         assert batch_key(small(**change)) != batch_key(small())
     assert batch_key(small(prompt="other", seed=9, negative_prompt="x", batch_size=2)) == batch_key(small())
@@ -247,6 +254,7 @@ def test_runs_that_cannot_share_a_call_are_never_claimed_together(settings):
         {"height": 128},
         {"guidance_scale": 5.0},
         {"scheduler": "ddim"},
+        {"clip_skip": 2},
         {"model": "another-model"},
         img2img,
     ):

@@ -13,6 +13,7 @@ def test_valid_request_passes_and_seed_is_optional():
     assert form.run_arguments()["seed"] is None
     assert form.run_arguments()["scheduler"] == "euler_a"
     assert form.run_arguments()["batch_size"] == 1  # left out: one image
+    assert form.run_arguments()["clip_skip"] == 1
 
 
 def test_a_batch_of_up_to_four_images():
@@ -20,6 +21,13 @@ def test_a_batch_of_up_to_four_images():
         form = GenerateForm({**VALID, "batch_size": batch_size})
         assert form.is_valid(), form.errors
         assert form.run_arguments()["batch_size"] == batch_size
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp_2m_karras", "dpmpp_sde_karras", "unipc", "heun", "lms", "lcm", "pndm"])
+def test_the_samplers_a1_users_name_are_offered(scheduler):
+    form = GenerateForm({**VALID, "scheduler": scheduler, "clip_skip": 2})
+    assert form.is_valid(), form.errors
+    assert (form.run_arguments()["scheduler"], form.run_arguments()["clip_skip"]) == (scheduler, 2)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +51,9 @@ def test_a_batch_of_up_to_four_images():
         ("batch_size", 0, "greater than or equal to 1"),
         ("batch_size", 5, "less than or equal to 4"),
         ("batch_size", "two", "Enter a whole number."),
+        ("clip_skip", 0, "greater than or equal to 1"),
+        ("clip_skip", 13, "less than or equal to 12"),
+        ("clip_skip", "two", "Enter a whole number."),
     ],
 )
 def test_each_rule_names_its_field(field, value, message):

@@ -67,14 +67,11 @@ def events_until_closed(ws_url: str, token: str) -> list[dict]:
 def test_api_submit_progress_and_result_through_a_real_worker(stack):
     token = services.api_token_create(username="api-user")
     loads_before = stack.worker_log_text().count("Loading model")
-    for seed in (11, 12):
-        status, body = api(
-            stack,
-            "POST",
-            "/api/generate",
-            token,
-            {"prompt": "a lighthouse", "num_inference_steps": 12, "width": 256, "height": 256, "seed": seed},
-        )
+    # The second: a sampler that calls the model twice a step, clip skip, and A1's prompt syntax.
+    heun = {"scheduler": "heun", "clip_skip": 2, "prompt": "a lighthouse, " * 6 + "(at dawn:1.3) [fog]"}
+    for seed, settings in ((11, {}), (12, heun)):
+        asked = {"prompt": "a lighthouse", "num_inference_steps": 12, "width": 256, "height": 256, "seed": seed}
+        status, body = api(stack, "POST", "/api/generate", token, asked | settings)
         assert status == 202
         accepted = json.loads(body)
         assert accepted["ws_url"] == f"{stack.ws_url}/api/v1/ws/{accepted['run_id']}"
@@ -94,6 +91,8 @@ def test_api_submit_progress_and_result_through_a_real_worker(stack):
         assert run["parameters"]["seed"] == seed
         status, png = api(stack, "GET", run["outputs"][0]["url"], token)
         assert png.startswith(b"\x89PNG") and f"Seed: {seed}" in read_png_parameters(png)
+        if settings:
+            assert "Sampler: Heun," in read_png_parameters(png) and "Clip skip: 2" in read_png_parameters(png)
         stored = Run.objects.get(pk=accepted["run_id"]).outputs.get()
         assert (stack.media_root / stored.file.name).read_bytes() == png
 

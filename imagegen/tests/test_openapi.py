@@ -170,6 +170,14 @@ def test_the_rules_read_as_the_readme_states_them(spec):
         "description": "",
     }
     assert "`<lora:name:weight>`" in generate["prompt"]["description"]
+    assert "(word:1.3)" in generate["prompt"]["description"]
+    clip_skip = generate["clip_skip"]
+    assert (clip_skip["type"], clip_skip["minimum"], clip_skip["maximum"], clip_skip["default"]) == (
+        "integer",
+        1,
+        12,
+        1,
+    )
     assert generate["num_inference_steps"] == {"type": "integer", "minimum": 1, "maximum": 150, "default": 50}
     for side in ("width", "height"):
         assert generate[side] == {"type": "integer", "multipleOf": 8, "minimum": 64, "maximum": 1024, "default": 512}

@@ -45,6 +45,17 @@ def test_bad_input_shows_a_form_error_and_stores_nothing(user_client):
     assert not Run.objects.exists()
 
 
+def test_the_form_offers_the_samplers_and_clip_skip_and_stores_them(user_client):
+    page = user_client.get("/").content.decode()
+    assert '<option value="dpmpp_sde_karras">DPM++ SDE Karras</option>' in page
+    assert 'name="clip_skip" value="1"' in page
+    fields = {"prompt": "a (red:1.2) fox", "steps": 8, "guidance_scale": 7.5, "width": 128, "height": 128}
+    refused = user_client.post("/", {**fields, "scheduler": "unipc", "clip_skip": 13}).content.decode()
+    assert "less than or equal to 12" in refused and not Run.objects.exists()
+    user_client.post("/", {**fields, "scheduler": "unipc", "clip_skip": 2})
+    assert Run.objects.values_list("scheduler", "clip_skip").get() == ("unipc", 2)
+
+
 def test_htmx_bad_input_comes_back_as_the_form(user_client):
     response = user_client.post(
         "/",
@@ -312,6 +323,9 @@ def test_the_run_page_shows_its_parameters_in_words(user_client):
         "Batch size": "1",
         "Status": "Queued",
     }
+    skipping = RunFactory(owner=user_client.user, scheduler="dpmpp_2m_karras", clip_skip=2)
+    table = parameters_table(user_client.get(f"/runs/{skipping.pk}/").content.decode())
+    assert (table["Sampler"], table["Clip skip"]) == ("DPM++ 2M Karras", "2")
     imported = RunFactory(owner=user_client.user, generation_type="imported", prompt="", status="succeeded")
     table = parameters_table(user_client.get(f"/runs/{imported.pk}/").content.decode())
     assert table == {"Type": "Imported", "Size": "64×64", "Status": "Succeeded"}

@@ -74,6 +74,7 @@ class Stage:
             height=size[1],
             model=result.model,
             strength=request.strength,
+            clip_skip=request.clip_skip,
             extra=extra,
         )
 

@@ -218,3 +218,19 @@ def test_a_correction_that_cannot_fit_is_reported_not_verified():
     (check,) = text_repair(None, image, long).report["checks"]
     assert not check["verified"] and not check["exact"] and check["ned"] < 1
     assert check["reason"] == "the text does not fit in the image" and check["size"] == 8
+
+
+def test_weighted_and_long_prompts_refine_like_plain_ones(engine, parent):
+    # Regional refinement inpaints through the pipeline derived from the model's; general refinement
+    # goes image to image. Both read A1's syntax and prompts past 77 tokens.
+    prompt = "a lighthouse, " * 6 + "(warm light:1.3) [fog] BREAK oil painting"
+    output = regional(engine, noise_image((96, 64), seed=1), [{"bbox": [8, 8, 40, 30], "prompt": prompt}])
+    assert output.image.size == (96, 64) and output.parameters.startswith(prompt)
+    given = StageInput(
+        parent=parent,
+        payload={"prompt": prompt, "negative_prompt": "(blurry:1.4)"},
+        creativity=1,
+        seed=2,
+        on_step=None,
+    )
+    assert STAGES["general"].run(engine, given).image.size == parent.size
