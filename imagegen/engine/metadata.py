@@ -257,7 +257,15 @@ def _from_a1111(text: str, *, source: str) -> ImportedSettings:
     reader.take("seed", "Seed", written.get("Seed"), _whole)
     if size := _SIZE.match(written.get("Size", "")):
         reader.size(*size.groups())
-    reader.take("strength", "Denoising strength", written.get("Denoising strength"), float)
+    reader.take("clip_skip", "Clip skip", written.get("Clip skip"), _whole)
+    if "Hires upscale" in written:
+        # With a hires fix, "Denoising strength" is its second pass's; A1's "Hires steps: 0" is as many as Steps.
+        reader.take("hires_scale", "Hires upscale", written.get("Hires upscale"), float)
+        reader.take("hires_strength", "Denoising strength", written.get("Denoising strength"), float)
+        if written.get("Hires steps", "0") != "0":
+            reader.take("hires_steps", "Hires steps", written.get("Hires steps"), _whole)
+    else:
+        reader.take("strength", "Denoising strength", written.get("Denoising strength"), float)
     sampler = written.get("Sampler", "")
     schedule = written.get("Schedule type", "")
     if schedule.lower() in _DEFAULT_SCHEDULES:

@@ -9,6 +9,7 @@ from PIL import Image
 from imagegen.engine import (
     DEFAULT_SCHEDULER,
     SAMPLER_LABELS,
+    HiresFix,
     encode_png,
     format_parameters,
     read_generation_settings,
@@ -121,6 +122,39 @@ def test_this_studios_own_parameters_come_back_as_they_were_written(scheduler) -
         "scheduler": scheduler,
     }
     assert imported.notes == () and imported.model == "tiny"
+
+
+def test_a_hires_fix_and_clip_skip_come_back_as_the_forms_fields() -> None:
+    text = format_parameters(
+        prompt="a lighthouse",
+        negative_prompt="",
+        steps=20,
+        sampler=SAMPLER_LABELS["dpmpp_2m_karras"],
+        guidance_scale=7,
+        seed=5,
+        width=512,
+        height=512,
+        model="tiny",
+        hires=HiresFix(scale=1.5, strength=0.45, steps=12),
+        clip_skip=2,
+    )
+    imported = read_generation_settings(read_png_text(png_with(parameters=text)))
+    assert imported.settings | {"prompt": ""} == {
+        "prompt": "",
+        "negative_prompt": "",
+        "steps": 20,
+        "guidance_scale": 7.0,
+        "seed": 5,
+        "width": 512,
+        "height": 512,
+        "clip_skip": 2,
+        "hires_scale": 1.5,
+        "hires_strength": 0.45,
+        "hires_steps": 12,
+        "scheduler": "dpmpp_2m_karras",
+    }
+    # The strength is the hires pass's, not an image-to-image run's.
+    assert "strength" not in imported.settings and imported.notes == ()
 
 
 def test_an_unknown_sampler_is_the_default_with_a_note() -> None:

@@ -98,7 +98,9 @@ def test_a_worker_killed_during_a_batch_loses_none_of_its_jobs(stack):
     for name in stack.alive_workers():
         stack.stop_worker(name)
     user = UserFactory()
-    runs = [RunFactory(owner=user, steps=30, total_steps=30, width=256, height=256, seed=seed) for seed in (31, 32, 33)]
+    # Long enough for the test to see the batch running on a quiet machine (a few seconds), short
+    # enough for a loaded one to finish it twice.
+    runs = [RunFactory(owner=user, steps=40, total_steps=40, width=384, height=384, seed=seed) for seed in (31, 32, 33)]
     for run in runs:
         services.job_enqueue(job=run)
     stack.start_worker("worker-batching", IMAGEGEN_MAX_BATCH="3")
@@ -224,7 +226,8 @@ def test_a_job_requeued_under_a_live_worker_keeps_only_the_new_attempts_result(s
     """Housekeeping takes a job from a worker that is alive (its heartbeats looked lost), a new
     attempt claims it, and the old worker finishes afterwards: the new attempt's result stands."""
     settings.IMAGEGEN_HEARTBEAT_INTERVAL = 0.5  # the new attempt, in this process, is alive too
-    run = RunFactory(owner=UserFactory(), steps=40, total_steps=40, width=256, height=256, seed=11)
+    # Running for a few seconds even on a quiet machine: the requeue has to happen while it runs.
+    run = RunFactory(owner=UserFactory(), steps=60, total_steps=60, width=384, height=384, seed=11)
     services.job_enqueue(job=run)
     wait_for_run(run.pk, running_at_step(2))
 
