@@ -110,8 +110,9 @@ class Job(models.Model):
     batch_fields: ClassVar[tuple[str, ...]] = ()
     # Jobs of this kind that never share a call, whatever their batch_fields; None: no such jobs.
     unbatchable: ClassVar[models.Q | None] = None
-    # What one job of this kind costs of the daily quota, over its row: one generation per image.
-    quota_cost: ClassVar[models.F | models.Value] = models.Value(1)
+    # The images one job of this kind makes, over its row: what it costs of the daily quota (one
+    # generation per image) and of a batch's room (IMAGEGEN_MAX_BATCH).
+    image_count: ClassVar[models.F | models.Value] = models.Value(1)
     # The URL name (taking the job's id) that varies one of its images (POST, `image`); none: it offers none.
     variation_url_name: ClassVar[str] = ""
 
@@ -192,7 +193,7 @@ class Run(Job):
     live_url_name = "imagegen:run_live"
     cancel_url_name = "imagegen:run_cancel"
     variation_url_name = "imagegen:run_variation"
-    quota_cost = models.F("batch_size")
+    image_count = models.F("batch_size")
     # The same model, pipeline (and strength), size, steps, sampler, guidance, clip skip and hires
     # fix; prompts and seeds may differ.
     batch_fields = (

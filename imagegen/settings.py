@@ -329,8 +329,8 @@ IMAGEGEN_COMPILE = os.environ.get("IMAGEGEN_COMPILE", "auto")
 if IMAGEGEN_COMPILE not in ("auto", "on", "off"):
     raise ImproperlyConfigured(f"IMAGEGEN_COMPILE must be auto, on or off, not {IMAGEGEN_COMPILE!r}.")
 IMAGEGEN_WARM_SIZES = parse_sizes("IMAGEGEN_WARM_SIZES", os.environ.get("IMAGEGEN_WARM_SIZES", "512x512"))
-# Compatible queued jobs (same model, pipeline and strength, size, steps, sampler and guidance) a
-# worker makes in one pipeline call; 0 or unset: 8 on a CUDA GPU, 1 (no batching) elsewhere.
+# Images of compatible queued jobs (same model, pipeline and strength, size, steps, sampler and
+# guidance) a worker makes in one pipeline call; 0 or unset: 8 on a CUDA GPU, 1 (no batching) elsewhere.
 IMAGEGEN_MAX_BATCH = int(os.environ.get("IMAGEGEN_MAX_BATCH") or "0")
 # Every Nth step the worker sends a small preview image with its progress event (0: never), at
 # most as often as progress is pushed.

@@ -132,18 +132,19 @@ def job_execute(*, model: type[Job], job_id, worker: str, perform_batch: Perform
 
 
 def job_claim_companions(*, job: Job, limit: int | None = None) -> list[Job]:
-    """Claim for the job's worker up to `limit` (by default batch_limit() − 1) other queued jobs of
-    its kind that can share its pipeline call (equal in every one of Job.batch_fields), oldest
-    first, each with the same conditional update as any claim: a job another worker takes
-    meanwhile is simply skipped. A kind without batch_fields has none, and neither has nor is
-    one of its `unbatchable` jobs."""
+    """Claim for the job's worker other queued jobs of its kind that can share its pipeline call
+    (equal in every one of Job.batch_fields), oldest first, while their images fit in `limit` (by
+    default what batch_limit() leaves beside the job's own), each with the same conditional update
+    as any claim: a job another worker takes meanwhile is simply skipped, and one too large for
+    the room left waits for another call. A kind without batch_fields has none, and neither has
+    nor is one of its `unbatchable` jobs."""
     model = type(job)
     if not model.batch_fields:
         return []
     if limit is None:
         from .workers import batch_limit
 
-        limit = batch_limit() - 1
+        limit = batch_limit() - image_count(job)
     if limit < 1:
         return []
     alike = {name: getattr(job, name) for name in model.batch_fields}
@@ -152,9 +153,20 @@ def job_claim_companions(*, job: Job, limit: int | None = None) -> list[Job]:
         if model.objects.filter(model.unbatchable, pk=job.pk).exists():
             return []
         waiting = waiting.exclude(model.unbatchable)
-    waiting = waiting.order_by("queued_at").values_list("pk", flat=True)[:limit]
-    claimed = (job_claim(model=model, job_id=pk, worker=job.worker) for pk in waiting)
-    return [companion for companion in claimed if companion is not None]
+    # Every job makes one image at least: no more than `limit` of them can fit.
+    candidates = waiting.order_by("queued_at").annotate(images=model.image_count).values_list("pk", "images")
+    companions, room = [], limit
+    for pk, images in candidates[:limit]:
+        if images <= room and (companion := job_claim(model=model, job_id=pk, worker=job.worker)) is not None:
+            companions.append(companion)
+            room -= images
+    return companions
+
+
+def image_count(job: Job) -> int:
+    """The images the job makes (Job.image_count, read from the row in hand)."""
+    count = type(job).image_count
+    return getattr(job, count.name) if isinstance(count, F) else count.value
 
 
 def one_at_a_time(perform: Perform) -> PerformBatch:

@@ -48,7 +48,7 @@ def quota_claim(*, user, images: int = 1) -> None:
     - jobs submitted within the last minute, IMAGEGEN_SUBMISSIONS_PER_MINUTE, so one user cannot
       flood the queue with jobs cancelled as fast as they are made;
     - today's generations, the daily quota (IMAGEGEN_DAILY_QUOTA or the user's own). A generation
-      is an image: a run of 4 counts 4 (Job.quota_cost), and a job that would go past the quota
+      is an image: a run of 4 counts 4 (Job.image_count), and a job that would go past the quota
       is refused whole rather than cut short.
 
     0 turns the first two off. Imports generate nothing and count for none of them. Call inside
@@ -66,7 +66,7 @@ def quota_claim(*, user, images: int = 1) -> None:
             active=Count("pk", filter=Q(status__in=(JobStatus.QUEUED, JobStatus.RUNNING))),
             last_minute=Count("pk", filter=Q(queued_at__gte=window_start)),
             first_in_window=Min("queued_at", filter=Q(queued_at__gte=window_start)),
-            today=Sum(model.quota_cost, filter=Q(queued_at__gte=start_of_day)),
+            today=Sum(model.image_count, filter=Q(queued_at__gte=start_of_day)),
         )
         for model in job_models()
     ]

@@ -62,7 +62,7 @@ def model_memory_budget() -> int:
 
 
 def batch_limit() -> int:
-    """How many compatible queued jobs this worker makes in one pipeline call: IMAGEGEN_MAX_BATCH,
+    """How many images of compatible queued jobs this worker makes in one pipeline call: IMAGEGEN_MAX_BATCH,
     or by default 8 on a CUDA GPU and 1 elsewhere (on a CPU a batch takes as long as its jobs one
     after another: see README, Performance)."""
     from ..engine.pipelines import resolve_device

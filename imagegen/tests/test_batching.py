@@ -298,3 +298,14 @@ def test_a_run_of_several_images_shares_a_call_with_others_each_image_as_made_al
         (alone,) = made_alone(RunFactory.build(owner=user, prompt="a red fox", seed=50 + place))
         assert np.abs(pixels - alone).max() <= PIXEL_TOLERANCE
     assert np.abs(output_pixels(single)[0] - made_alone(single)[0]).max() <= PIXEL_TOLERANCE
+
+
+@pytest.mark.django_db
+def test_a_batch_holds_at_most_imagegen_max_batch_images(settings):
+    settings.IMAGEGEN_MAX_BATCH = 8
+    base = {"owner": UserFactory(), "steps": 4, "width": 64, "height": 64, "guidance_scale": 7.5}
+    job = services.job_claim(model=Run, job_id=RunFactory(**base, batch_size=4).pk, worker="gpu1")
+    three, _, _, one = (RunFactory(**base, batch_size=size) for size in (3, 3, 2, 1))
+    # 4 images of its own leave room for 4: the first 3 fit, the next 3 and 2 do not, then 1 does.
+    assert [companion.pk for companion in services.job_claim_companions(job=job)] == [three.pk, one.pk]
+    assert Run.objects.filter(status=JobStatus.QUEUED).count() == 2
