@@ -302,8 +302,9 @@ class Engine:
 
     def warm_up(self, *, sizes: list[tuple[int, int]], batch_sizes: list[int]) -> None:
         """Make a short text-to-image batch at each size and batch size, so no user's job pays
-        torch's one-time set-up, nor (in compiled mode) a compile: after two batch sizes torch
-        treats the batch dimension as dynamic, so every size between is served too.
+        torch's one-time set-up, nor (in compiled mode) a compile: torch compiles the first batch
+        size it meets (and 1) for that size alone and the next with a dynamic batch dimension,
+        which then serves every other size.
 
         A compile that fails here logs once and the worker goes on uncompiled.
         """

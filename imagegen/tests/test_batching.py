@@ -284,7 +284,7 @@ def test_the_batch_limit_defaults_to_none_on_a_cpu(settings):
 
 @pytest.mark.django_db
 def test_a_run_of_several_images_shares_a_call_with_others_each_image_as_made_alone(settings):
-    settings.IMAGEGEN_MAX_BATCH = 2  # counts runs, whatever their images
+    settings.IMAGEGEN_MAX_BATCH = 4  # images: the run of 3 and the run of 1
     user = UserFactory()
     several = RunFactory(owner=user, prompt="a red fox", seed=50, batch_size=3)
     single = RunFactory(owner=user, prompt="a blue whale", seed=7)
