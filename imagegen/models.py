@@ -306,6 +306,30 @@ class Run(Job):
         """The seed of each image the run makes, in order."""
         return [image_seed(self.seed, place) for place in range(self.batch_size)]
 
+    def settings(self) -> dict:
+        """Every setting that, with the seed, makes the run again, as the generate form names them
+        (and services.run_create takes them): with a hires fix, the size it upscales from. An
+        imported image was made elsewhere and has none."""
+        width, height = self.first_pass_size
+        settings = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "width": width,
+            "height": height,
+            "seed": self.seed,
+            "scheduler": self.scheduler,
+            "clip_skip": self.clip_skip,
+            "model": self.model,
+            "batch_size": self.batch_size,
+        }
+        if self.strength is not None:
+            settings["strength"] = self.strength_float
+        if (hires := self.hires) is not None:
+            settings |= {"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps}
+        return settings
+
 
 class ApiToken(models.Model):
     """A bearer token for the JSON API; only its SHA-256 is stored, the token is shown once."""

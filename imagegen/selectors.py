@@ -274,26 +274,10 @@ def run_parameters(*, run: Run) -> dict:
     if run.is_imported:
         return {"generation_type": run.generation_type, "width": run.width, "height": run.height}
     # As a request gives them: with a hires fix, the size it upscales from (its outputs have the final one).
-    width, height = run.first_pass_size
-    parameters = {
-        "generation_type": run.generation_type,
-        "prompt": run.prompt,
-        "negative_prompt": run.negative_prompt,
-        "num_inference_steps": run.steps,
-        "guidance_scale": run.guidance_scale,
-        "width": width,
-        "height": height,
-        "seed": run.seed,
-        "sampler": run.sampler_label,
-        "clip_skip": run.clip_skip,
-        "model": run.model,
-        "batch_size": run.batch_size,
-    }
-    if run.strength is not None:
-        parameters["strength"] = run.strength_float
-    if (hires := run.hires) is not None:
-        parameters |= {"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps}
-    return parameters
+    settings = run.settings()
+    settings["num_inference_steps"] = settings.pop("steps")
+    del settings["scheduler"]
+    return {"generation_type": run.generation_type, **settings, "sampler": run.sampler_label}
 
 
 def run_archive(*, run: Run) -> bytes:

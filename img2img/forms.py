@@ -129,24 +129,7 @@ class StudioForm(ImageToImageFields, GenerateForm):
         and for image to image its init image. An imported image has no settings."""
         if run.is_imported:
             return {}
-        width, height = run.first_pass_size
-        settings = {
-            "mode": run.generation_type,
-            "prompt": run.prompt,
-            "negative_prompt": run.negative_prompt,
-            "steps": run.steps,
-            "guidance_scale": run.guidance_scale,
-            "width": width,
-            "height": height,
-            "seed": run.seed,
-            "scheduler": run.scheduler,
-            "model": run.model,
-            "batch_size": run.batch_size,
-        }
-        if (hires := run.hires) is not None:
-            settings |= {"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps}
-        if run.strength is not None:
-            settings["strength"] = run.strength_float
+        settings = {"mode": run.generation_type, **run.settings()}
         initial, _ = cls.initial_from_settings(settings)
         if run.init_image_id:
             initial["init_image_id"] = run.init_image_id

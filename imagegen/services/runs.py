@@ -182,34 +182,16 @@ def run_variation_create(*, run: Run, image: Image | None = None) -> Run:
     """
     if run.is_imported:
         raise NothingToVaryError("An imported image has no settings to vary; refine it instead.")
-    width, height = run.first_pass_size
-    hires = run.hires
-    hires_kept = (
-        {"hires_scale": hires.scale, "hires_strength": hires.strength, "hires_steps": hires.steps} if hires else {}
-    )
-    settings_kept = {
-        "owner": run.owner,
-        "prompt": run.prompt,
-        "negative_prompt": run.negative_prompt,
-        "steps": run.steps,
-        "guidance_scale": run.guidance_scale,
-        "width": width,
-        "height": height,
-        "scheduler": run.scheduler,
-        "clip_skip": run.clip_skip,
-        "model": model_to_reuse(run.model).id,
-    }
+    kept = run.settings() | {"owner": run.owner, "model": model_to_reuse(run.model).id}
+    del kept["seed"]  # a new one
     if image is None:
-        return run_create(
-            **settings_kept,
-            batch_size=run.batch_size,
-            init_image=run.init_image,
-            strength=run.strength_float,
-            **hires_kept,
-        )
+        return run_create(**kept, init_image=run.init_image)
     if image.run_id != run.pk or image.kind != Image.Kind.OUTPUT:
         raise ValueError(f"Image {image.pk} is not an output of run {run.pk}.")
-    return run_create(**settings_kept, init_upload=_init_upload_from(image), strength=VARIATION_STRENGTH)
+    # One image to image from that image: its own size, and none of the run's batch, strength or hires fix.
+    for name in ("width", "height", "batch_size", "strength", "hires_scale", "hires_strength", "hires_steps"):
+        kept.pop(name, None)
+    return run_create(**kept, init_upload=_init_upload_from(image), strength=VARIATION_STRENGTH)
 
 
 def _init_upload_from(image: Image) -> NormalisedImage:
