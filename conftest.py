@@ -110,6 +110,14 @@ def heartbeats_only_between_processes(settings):
     settings.IMAGEGEN_HEARTBEAT_INTERVAL = 3600
 
 
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """The built-in tiny model on this machine, one per test module (a module may give its own)."""
+    from imagegen.engine import Engine
+
+    return Engine("tiny", cache_dir=tmp_path_factory.mktemp("models"))
+
+
 @pytest.fixture
 def user_client(client):
     """Django's test client, logged in as a new user (client.user)."""

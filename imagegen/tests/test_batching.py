@@ -7,29 +7,14 @@ from PIL import Image
 from PIL import Image as PILImage
 
 from imagegen import services
-from imagegen.engine import Engine, GenerationCancelled, GenerationRequest, OutOfMemoryError, read_png_parameters
+from imagegen.engine import Engine, GenerationCancelled, OutOfMemoryError, read_png_parameters
 from imagegen.engine.pipelines import batch_key
 from imagegen.engine.previews import PreviewPacer
 from imagegen.models import JobStatus, Run
 from imagegen.progress import ProgressReporter
 
+from .engine_support import PIXEL_TOLERANCE, as_array, small
 from .factories import ImageFactory, RunFactory, UserFactory
-
-# Batched convolutions add up in another order than a batch of one: a pixel may move by a level or two.
-PIXEL_TOLERANCE = 2
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine("tiny", cache_dir=tmp_path_factory.mktemp("models"))
-
-
-def small(**overrides: object) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": "a red fox", "steps": 3, "width": 64, "height": 64, **overrides})
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
 
 
 def assert_same_pixels(batched: Image.Image, alone: Image.Image) -> None:

@@ -28,6 +28,8 @@ from imagegen.engine import (
 from imagegen.engine.previews import PreviewPacer
 from imagegen.engine.tiny import ensure_tiny_model
 
+from .engine_support import small
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -44,10 +46,6 @@ def init_image() -> Image.Image:
     ramp = np.linspace(0, 255, 64, dtype=np.uint8)
     pixels = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 128, np.uint8)], -1)
     return Image.fromarray(pixels)
-
-
-def small(**overrides: object) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": "a red fox", "steps": 3, "width": 64, "height": 64, **overrides})
 
 
 def pixels(engine: Engine, request: GenerationRequest) -> np.ndarray:

@@ -15,7 +15,6 @@ from imagegen import services
 from imagegen.engine import (
     Engine,
     GenerationCancelled,
-    GenerationRequest,
     HiresFix,
     hires_first_pass_size,
     hires_size,
@@ -27,24 +26,8 @@ from imagegen.forms import GenerateForm
 from imagegen.models import JobStatus, Run
 from imagegen.selectors import run_parameters, run_parameters_text
 
+from .engine_support import PIXEL_TOLERANCE, as_array, small
 from .factories import RunFactory, UserFactory
-
-# Batched convolutions add up in another order than a batch of one: a pixel may move by a level or two.
-PIXEL_TOLERANCE = 2
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine("tiny", cache_dir=tmp_path_factory.mktemp("models"))
-
-
-def small(**overrides: object) -> GenerationRequest:
-    return GenerationRequest(**{"prompt": "a red fox", "steps": 3, "width": 64, "height": 64, **overrides})
-
-
-def as_array(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
-
 
 # The engine.
 

@@ -1,19 +1,11 @@
 """The refinement stages on the engine alone (no Django), with the tiny CPU model."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from imagegen.engine import Engine
 from refinement.stages import STAGES, Plan, StageInput
 from refinement.tests.pixels import reach
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
-    return Engine("tiny", cache_dir=Path(tmp_path_factory.mktemp("models")))
 
 
 @pytest.fixture(scope="module")
