@@ -97,9 +97,9 @@ def test_a_changed_prompt_makes_the_image_again(stack, tmp_path):
     picture(tmp_path / "in" / "trip" / "harbour.jpg", (64, 80), (90, 90, 160), "JPEG")
     out = tmp_path / "out"
 
-    def run_batch(prompt: str) -> str:
+    def run_batch(prompt: str, *options: str) -> str:
         status, stdout, stderr = batch(
-            str(tmp_path / "in"), str(out), "--recursive", "--prompt", prompt, *FAST, "--user", owner.username
+            str(tmp_path / "in"), str(out), "--recursive", "--prompt", prompt, *FAST, "--user", owner.username, *options
         )
         assert status == 0, stdout + stderr
         return stdout
@@ -110,7 +110,12 @@ def test_a_changed_prompt_makes_the_image_again(stack, tmp_path):
 
     output = out / "trip" / "harbour.png"  # the sub-folder is kept
     assert png_text(output)[0]["parameters"].startswith("a harbour at night\n")
-    assert Run.objects.count() == 2
+    # Another sampler or clip skip is another image too.
+    changed = run_batch("a harbour at night", "--sampler", "unipc", "--clip-skip", "2")
+    assert "Done: 1, skipped: 0, failed: 0\n" in changed
+    assert "Sampler: UniPC," in png_text(output)[0]["parameters"]
+    assert "Clip skip: 2" in png_text(output)[0]["parameters"]
+    assert Run.objects.count() == 3
 
 
 @pytest.mark.parametrize(
@@ -121,6 +126,9 @@ def test_a_changed_prompt_makes_the_image_again(stack, tmp_path):
         ("--guidance", "lots", "--guidance: Enter a number."),
         ("--seed", "-1", "--seed: Ensure this value is greater than or equal to 0."),
         ("--user", "nobody", "--user: There is no user 'nobody'."),
+        ("--sampler", "dpm3", "--sampler: Select a valid choice. dpm3 is not one of the available choices."),
+        ("--clip-skip", "13", "--clip-skip: Ensure this value is less than or equal to 12."),
+        ("--model", "sdxl", "--model: Select a valid choice. sdxl is not one of the available choices."),
     ],
 )
 def test_bad_option_values_are_refused_before_anything_is_made(db, photos, tmp_path, option, value, message):

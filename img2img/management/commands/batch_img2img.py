@@ -33,6 +33,9 @@ OPTION_NAMES = {
     "num_inference_steps": "--steps",
     "guidance_scale": "--guidance",
     "seed": "--seed",
+    "scheduler": "--sampler",
+    "clip_skip": "--clip-skip",
+    "model": "--model",
 }
 
 
@@ -52,6 +55,9 @@ class BatchSettings:
     steps: int
     guidance_scale: float
     seed: int | None
+    scheduler: str
+    clip_skip: int
+    model: str
 
     def job_key(self, *, source_sha256: str) -> dict:
         """What makes an output: the same key means a rerun would make the same image again."""
@@ -63,7 +69,9 @@ class BatchSettings:
             "steps": self.steps,
             "guidance": self.guidance_scale,
             "seed": self.seed,
-            "model": services.default_model().id,
+            "sampler": self.scheduler,
+            "clip_skip": self.clip_skip,
+            "model": self.model,
         }
 
 
@@ -102,6 +110,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--guidance", default=limits.DEFAULT_GUIDANCE, help="Guidance (CFG) scale.")
         parser.add_argument("--seed", default=None, help="The same seed for every image; random when left out.")
+        parser.add_argument("--sampler", default="", help="A sampler key (see the README); Euler a when left out.")
+        parser.add_argument("--clip-skip", default="", help="1 (the default) to 12, as AUTOMATIC1111 counts it.")
+        parser.add_argument("--model", default="", help="A model offered (IMAGEGEN_MODELS); the default when left out.")
         parser.add_argument(
             "--user", default=None, metavar="USERNAME", help="Who owns the runs; the first superuser when left out."
         )
@@ -226,6 +237,9 @@ class Command(BaseCommand):
                     seed=batch.seed,
                     init_upload=init_upload,
                     strength=batch.strength,
+                    scheduler=batch.scheduler,
+                    clip_skip=batch.clip_skip,
+                    model=batch.model,
                 )
             except services.QuotaExceededError as error:
                 if error.retry_after is None:
@@ -244,6 +258,9 @@ def validated_settings(options: dict) -> BatchSettings:
             "num_inference_steps": options["steps"],
             "guidance_scale": options["guidance"],
             "seed": "" if options["seed"] is None else options["seed"],
+            "scheduler": options["sampler"],
+            "clip_skip": options["clip_skip"],
+            "model": options["model"],
         }
     )
     form.is_valid()  # the init image is missing here by design; each file is checked on its own
@@ -260,6 +277,9 @@ def validated_settings(options: dict) -> BatchSettings:
         steps=cleaned["num_inference_steps"],
         guidance_scale=cleaned["guidance_scale"],
         seed=cleaned["seed"],
+        scheduler=cleaned["scheduler"],
+        clip_skip=cleaned["clip_skip"],
+        model=cleaned["model"],
     )
 
 
