@@ -39,7 +39,7 @@ from .addons import AddOnError, AddOnFolder, PromptLora
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
 from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
-from .previews import PreviewPacer, latents_to_preview
+from .previews import PreviewPacer, job_preview
 from .prompts import PromptEncoder
 from .reference import reference_attention, unfused_processor
 from .requests import SAMPLER_LABELS, GenerationRequest, effective_steps, hires_size, image_seed
@@ -591,7 +591,8 @@ class Engine:
             for job, on_step in enumerate(on_steps):
                 if on_step is None or job in dropped:
                     continue
-                preview = latents_to_preview(tensors["latents"], index=offsets[job]) if due else None
+                count = requests[job].batch_size
+                preview = job_preview(tensors["latents"], start=offsets[job], count=count) if due else None
                 try:
                     on_step(step, total, preview)
                 except GenerationCancelled:

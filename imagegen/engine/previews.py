@@ -39,6 +39,19 @@ def latents_to_preview(latents: torch.Tensor, *, index: int = 0) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def job_preview(latents: torch.Tensor, *, start: int, count: int) -> Image.Image:
+    """The preview of a job's `count` images, from `start` in the batch: one image's alone, several
+    two to a row, as the run's card lays out its images."""
+    if count == 1:
+        return latents_to_preview(latents, index=start)
+    tiles = [latents_to_preview(latents, index=start + place) for place in range(count)]
+    width, height = tiles[0].size
+    grid = Image.new("RGB", (width * 2, height * ((count + 1) // 2)))
+    for place, tile in enumerate(tiles):
+        grid.paste(tile, ((place % 2) * width, (place // 2) * height))
+    return grid
+
+
 class PreviewPacer:
     """Says at which steps to make a preview: every `every` steps, and no more often than the
     progress pushes that carry them (PROGRESS_PUSH_SECONDS), since a preview made in between

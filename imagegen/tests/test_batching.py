@@ -111,6 +111,26 @@ def test_each_job_sees_a_preview_of_its_own_image(engine: Engine) -> None:
     assert previews[0].tobytes() != previews[1].tobytes()
 
 
+def test_a_run_of_several_images_previews_them_all_two_to_a_row(engine: Engine) -> None:
+    previews: dict[int, Image.Image] = {}
+
+    def keep(job: int):
+        return lambda step, total, preview: previews.setdefault(job, preview) if preview else None
+
+    requests = [small(seed=1, steps=2), small(seed=5, steps=2, batch_size=3)]
+    engine.generate_batch(requests, on_steps=[keep(0), keep(1)], preview_every=1)
+    assert previews[0].size == (8, 8)
+    grid = as_array(previews[1])
+    assert grid.shape[:2] == (16, 16)  # three images, two to a row
+    alone: dict[int, Image.Image] = {}
+    engine.generate(
+        small(seed=6, steps=2), on_step=lambda step, total, preview: alone.setdefault(0, preview), preview_every=1
+    )
+    # The second tile is the second image's own preview (seed 6); the fourth cell stays empty.
+    assert np.abs(grid[:8, 8:] - as_array(alone[0])).max() <= PIXEL_TOLERANCE
+    assert not grid[8:, 8:].any()
+
+
 def test_incompatible_requests_are_refused(engine: Engine) -> None:
     with pytest.raises(ValueError, match="cannot share"):
         engine.generate_batch([small(steps=3), small(steps=4)])
