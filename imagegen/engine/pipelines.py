@@ -859,12 +859,14 @@ def get_engine(model: str, *, memory_budget: int | None = None, **options: Any) 
         if engine is None:
             engine = Engine(model, **options)
         _engines[key] = engine  # the most recently used last
-    if memory_budget is not None and not engine.loaded:
-        largest = max((other.weight_bytes() for other in _engines.values()), default=0)
-        _unload_over_budget(memory_budget - largest, keep=engine)
+    if engine.loaded:  # the usual case, every job: nothing to weigh
+        return engine
+    if memory_budget is not None:
+        sizes = {id(other): other.weight_bytes() for other in loaded_engines()}
+        _unload_over_budget(memory_budget - max(sizes.values(), default=0), sizes, keep=engine)
     engine.load()
     if memory_budget is not None:
-        _unload_over_budget(memory_budget, keep=engine)
+        _unload_over_budget(memory_budget, sizes | {id(engine): engine.weight_bytes()}, keep=engine)
     return engine
 
 
@@ -874,12 +876,15 @@ def loaded_engines() -> list[Engine]:
         return [engine for engine in _engines.values() if engine.loaded]
 
 
-def _unload_over_budget(budget: int, *, keep: Engine) -> None:
+def _unload_over_budget(budget: int, sizes: dict[int, int], *, keep: Engine) -> None:
+    """Unload engines, the one used longest ago first, until the weights of those left (`sizes`,
+    by engine id, measured once by the caller) fit in `budget`."""
     with _engines_lock:
         for key, engine in list(_engines.items()):
-            if sum(other.weight_bytes() for other in _engines.values()) <= budget:
+            if sum(sizes.values()) <= budget:
                 return
-            if engine is not keep:
+            if engine is not keep and id(engine) in sizes:
                 logger.info("Unloading model %s to make room (IMAGEGEN_MODEL_MEMORY_GB)", engine.model_name)
                 engine.unload()
                 del _engines[key]
+                del sizes[id(engine)]

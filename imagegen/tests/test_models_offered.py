@@ -70,23 +70,26 @@ def test_variations_and_versions_keep_the_model_while_it_is_offered(settings):
 
 def test_a_worker_keeps_models_warm_within_its_memory_budget(tmp_path: Path):
     first = ensure_tiny_model(tmp_path / "cache")
-    second = tmp_path / "tiny-copy"
+    second, third = tmp_path / "tiny-copy", tmp_path / "tiny-copy-2"
     shutil.copytree(first, second)
+    shutil.copytree(first, third)
     options = {"cache_dir": tmp_path / "cache", "device": "cpu"}
     one = get_engine(str(first), **options)
     size = one.weight_bytes()
     assert size > 0
+    budget = int(2.5 * size)  # room for two of them
     # Room for both: both stay loaded, and going back to the first loads nothing.
-    two = get_engine(str(second), memory_budget=3 * size, **options)
+    two = get_engine(str(second), memory_budget=budget, **options)
     loads = model_load_count()
-    assert get_engine(str(first), memory_budget=3 * size, **options) is one and model_load_count() == loads
+    assert get_engine(str(first), memory_budget=budget, **options) is one and model_load_count() == loads
     assert {id(engine) for engine in loaded_engines()} >= {id(one), id(two)}
-    # Room for one: the one used longest ago (now the first: the second was just asked for) goes.
-    assert get_engine(str(second), memory_budget=int(1.5 * size), **options) is two
-    assert two.loaded and not one.loaded and model_load_count() == loads
-    assert one not in loaded_engines()
-    one_again = get_engine(str(first), memory_budget=int(1.5 * size), **options)
-    assert one_again.loaded and not two.loaded and model_load_count() == loads + 1
+    # A third makes room: the one used longest ago goes (the second: the first was just asked for).
+    three = get_engine(str(third), memory_budget=budget, **options)
+    assert three.loaded and one.loaded and not two.loaded and model_load_count() == loads + 1
+    assert two not in loaded_engines()
+    # Going back to the second loads it again, in place of the first.
+    two_again = get_engine(str(second), memory_budget=budget, **options)
+    assert two_again.loaded and three.loaded and not one.loaded and model_load_count() == loads + 2
 
 
 def test_each_run_is_made_by_the_model_it_names(redis_server, transactional_db, tmp_path, settings):
