@@ -537,10 +537,12 @@ class Engine:
             tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=requests[0].clip_skip
         )
         with self._lock, torch.inference_mode():
-            lengths = [
-                prompts.length(*self._prompt_texts(pipe, [request.prompt_text, request.negative_prompt]))
-                for request in requests
-            ]
+            # One look at the embeddings folder for the whole batch: prompts, then negative prompts.
+            texts = self._prompt_texts(
+                pipe, [request.prompt_text for request in requests] + [request.negative_prompt for request in requests]
+            )
+            count = len(requests)
+            lengths = [prompts.length(*pair) for pair in zip(texts[:count], texts[count:], strict=True)]
         # A prompt padded to a longer companion's length (a call's prompts must have one length) would
         # make other images than it makes alone: jobs whose prompts fill another number of 77-token
         # windows get a call of their own, one after the other.
