@@ -86,7 +86,7 @@ def main() -> None:
         print(f"round {rounds}: regional {this_round['regional']:.2f} s, whole {this_round['whole']:.2f} s", flush=True)
 
     ratio = median(ratios)
-    crop = plan_crop(rect, parent.size)
+    crop = plan_crop(rect, parent.size, short_side=engine.working_side)
     met = ratio <= TARGET_RATIO
     summary = (
         f"region: one rectangle of a quarter of {size}² costs {ratio:.2f} × a whole-image inpaint "

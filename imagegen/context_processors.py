@@ -5,4 +5,4 @@ from .services.catalog import default_model
 
 def engine_info(request) -> dict:
     model = default_model()
-    return {"model_name": model.label, "model_is_tiny": model.id == "tiny"}
+    return {"model_name": model.label, "model_is_tiny": model.is_tiny}

@@ -158,6 +158,12 @@ class GenerateForm(forms.Form):
     def clean(self) -> dict:
         cleaned = super().clean()
         scale, width, height = cleaned.get("hires_scale"), cleaned.get("width"), cleaned.get("height")
+        if width and height and width * height > limits.MAX_PIXELS:
+            self.add_error(
+                "height",
+                f"{width}×{height} has more pixels than 1024×1024, the most a picture may have: choose a smaller "
+                "size (the sizes SDXL models are made for, such as 1216×832 or 1344×768, fit).",
+            )
         if scale and width and height:
             final_width, final_height = hires_size(width, height, scale)
             if max(final_width, final_height) > limits.MAX_HIRES_SIDE:

@@ -7,7 +7,13 @@ from .engine.requests import SIDE_MULTIPLE  # noqa: F401 - one of the limits
 MAX_PROMPT_LENGTH = 1000
 MIN_STEPS, MAX_STEPS = 1, 150
 MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
-MIN_SIDE, MAX_SIDE = 64, 1024
+# A picture is at most MAX_SIDE a side and MAX_PIXELS in all (1024×1024's): SD 1.5 squares up to
+# 1024, and every size SDXL is trained at (1024×1024, 1216×832, 1344×768, 1536×640), whose cost is
+# that of a 1024² picture.
+MIN_SIDE, MAX_SIDE = 64, 1536
+MAX_PIXELS = 1024 * 1024
+# An uploaded image (init image, import) is fitted within this square (it sets the output's size).
+FIT_SIDE = 1024
 MAX_SEED = 2**32 - 1
 DEFAULT_STEPS = 20
 API_DEFAULT_STEPS = 50

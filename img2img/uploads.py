@@ -20,7 +20,7 @@ from django.core.files import File
 from PIL import Image, ImageOps
 
 from imagegen.engine import read_png_text
-from imagegen.limits import MAX_SIDE, MAX_UPLOAD_BYTES, MEGABYTE, MIN_SIDE, SIDE_MULTIPLE
+from imagegen.limits import FIT_SIDE, MAX_UPLOAD_BYTES, MEGABYTE, MIN_SIDE, SIDE_MULTIPLE
 
 # Checked against the size the file declares, before any pixel is decoded.
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -193,11 +193,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _fitted_size(width: int, height: int) -> tuple[int, int]:
-    """The size within MAX_SIDE×MAX_SIDE with the same aspect ratio, never larger than the original."""
+    """The size within FIT_SIDE×FIT_SIDE with the same aspect ratio, never larger than the original."""
     longest = max(width, height)
-    if longest <= MAX_SIDE:
+    if longest <= FIT_SIDE:
         return width, height
-    return width * MAX_SIDE // longest, height * MAX_SIDE // longest
+    return width * FIT_SIDE // longest, height * FIT_SIDE // longest
 
 
 def _target_size(width: int, height: int) -> tuple[int, int]:

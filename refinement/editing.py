@@ -17,14 +17,16 @@ from PIL import Image
 PADDING = 32
 # The new pixels fade into the parent's over at most this many pixels outside a rectangle.
 FEATHER = 16
-# SD 1.5-class models work best with a short side of 512; the VAE works on 8×8 blocks.
+# A crop is worked at the short side the model works best at (Engine.working_side): 512 for SD
+# 1.5-class models, the default here, 1024 for SDXL. The VAE works on 8×8 blocks.
 SHORT_SIDE = 512
 GRID = 8
 MIN_WORKING_SIDE = 64
 # A small rectangle is enlarged at most 4× (beyond that the model only invents blur), and no
-# working side exceeds 1024 (a long, thin strip would otherwise cost more than the image).
+# working side exceeds twice the short side (a long, thin strip would otherwise cost more than the image).
 MAX_UPSCALE = 4.0
-MAX_WORKING_SIDE = 1024
+MAX_WORKING_RATIO = 2
+MAX_WORKING_SIDE = MAX_WORKING_RATIO * SHORT_SIDE
 
 
 @dataclass(frozen=True)
@@ -100,14 +102,18 @@ def _on_grid(side: float) -> int:
     return max(MIN_WORKING_SIDE, round(side / GRID) * GRID)
 
 
-def plan_crop(rect: Rect, image_size: tuple[int, int], *, padding: int = PADDING) -> CropPlan:
+def plan_crop(
+    rect: Rect, image_size: tuple[int, int], *, padding: int = PADDING, short_side: int = SHORT_SIDE
+) -> CropPlan:
     """The crop around `rect` (plus padding, inside the image), grown to the aspect ratio of its
-    working size so that resizing it does not distort it, and that working size."""
+    working size so that resizing it does not distort it, and that working size (its short side
+    `short_side`, the model's, within the caps above)."""
     width, height = image_size
     left, top = max(0, rect.x - padding), max(0, rect.y - padding)
     right, bottom = min(width, rect.right + padding), min(height, rect.bottom + padding)
     box_width, box_height = right - left, bottom - top
-    scale = min(SHORT_SIDE / min(box_width, box_height), MAX_UPSCALE, MAX_WORKING_SIDE / max(box_width, box_height))
+    longest = MAX_WORKING_RATIO * short_side
+    scale = min(short_side / min(box_width, box_height), MAX_UPSCALE, longest / max(box_width, box_height))
     working = (_on_grid(box_width * scale), _on_grid(box_height * scale))
     # Rounding to the grid changed the aspect ratio a little: grow the box to match it.
     aspect = working[0] / working[1]

@@ -6,12 +6,22 @@ Kept free of torch and diffusers, so the web process can list and check them.
 from dataclasses import dataclass
 from pathlib import PurePath
 
+# The built-in models with random weights (engine.tiny builds them), by the source that names them
+# → their family's shape: SD 1.x (the default model of tests and development), SD 2.x
+# (v-prediction, 768 px) and SDXL (two text encoders, 1024 px).
+TINY_MODELS = {"tiny": "sd", "tiny-sd2": "sd2", "tiny-xl": "sdxl"}
+
 
 @dataclass(frozen=True)
 class OfferedModel:
     id: str  # what runs record, forms and the API take, and PNG parameters print
     source: str  # a local folder or a Hugging Face repo id, as the engine loads it
     label: str  # what the page shows
+
+    @property
+    def is_tiny(self) -> bool:
+        """Whether it is a built-in model with random weights (its images are noise)."""
+        return self.source in TINY_MODELS
 
 
 def model_id(source: str) -> str:

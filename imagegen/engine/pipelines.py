@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
     DDIMScheduler,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
@@ -27,16 +30,16 @@ from diffusers import (
     LCMScheduler,
     LMSDiscreteScheduler,
     PNDMScheduler,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionInpaintPipeline,
-    StableDiffusionPipeline,
     UniPCMultistepScheduler,
 )
 from diffusers.models.attention_processor import FusedAttnProcessor2_0
 from PIL import Image
+from safetensors.torch import load_file
 
 from .addons import AddOnError, AddOnFolder, PromptLora
+from .catalog import TINY_MODELS
 from .errors import GenerationCancelled, ModelLoadError, OutOfMemoryError
+from .families import is_sdxl, latent_rgb_factors, working_side
 from .ip_adapter import DEFAULT_IP_ADAPTER_SCALE, IPAdapter, ip_adapter_attention, load_ip_adapter
 from .metadata import format_parameters
 from .previews import PreviewPacer, job_preview
@@ -190,7 +193,7 @@ class Engine:
         self.cache_dir = Path(cache_dir)
         self.device = resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
-        self.is_tiny = model == "tiny"
+        self.is_tiny = model in TINY_MODELS
         # Compiled mode (see _compile): "on", "off", or "auto" (on with a CUDA GPU).
         if compile not in ("on", "off", "auto"):
             raise ValueError(f"compile must be on, off or auto, not {compile!r}.")
@@ -199,7 +202,7 @@ class Engine:
         # An inpainting checkpoint (a UNet that also takes the mask) for masked edits; without one,
         # the model's own UNet inpaints through a derived pipeline.
         self.inpaint_model = inpaint_model or None
-        self._inpaint_checkpoint: StableDiffusionInpaintPipeline | None = None
+        self._inpaint_checkpoint: DiffusionPipeline | None = None
         # IP-Adapter weights (a file, its image encoder in image_encoder/ beside it) for jobs with a
         # reference image; without them those jobs use reference-only attention.
         if ip_adapter_scale < 0:
@@ -209,7 +212,7 @@ class Engine:
         self._ip_adapter: IPAdapter | None = None
         # LoRAs and textual-inversion embeddings that prompts name (see addons).
         self.addons = AddOnFolder(lora_dir)
-        self._pipeline: StableDiffusionPipeline | None = None
+        self._pipeline: DiffusionPipeline | None = None
         self._derived: dict[type, DiffusionPipeline] = {}
         self._scheduler_config: Any = None
         # Reentrant because the derived-pipeline properties load the base pipeline under it;
@@ -262,15 +265,16 @@ class Engine:
             logger.info("Loading model %s on %s (%s)", self.model_name, self.device, dtype_name)
             with _engines_lock:
                 _load_count += 1
-            source = ensure_tiny_model(self.cache_dir) if self.is_tiny else self.model
-            pipe = self._from_pretrained(StableDiffusionPipeline, source, setting="IMAGEGEN_MODEL")
+            source = ensure_tiny_model(self.cache_dir, self.model) if self.is_tiny else self.model
+            # The family's own pipelines (SD 1.x and 2.x, SDXL), as the model's folder names them.
+            pipe = self._from_pretrained(AutoPipelineForText2Image, source, setting="IMAGEGEN_MODEL")
             # Jobs build their schedulers from the model's own config, never from a previous job's.
             self._scheduler_config = pipe.scheduler.config
             if self.compile:
                 self._compile(pipe)
             self._pipeline = pipe
 
-    def _compile(self, pipe: StableDiffusionPipeline) -> None:
+    def _compile(self, pipe: DiffusionPipeline) -> None:
         """Compiled mode: the UNet in channels_last with its attention's query, key and value
         projections fused, under torch.compile (CUDA graphs on a CUDA GPU).
 
@@ -344,28 +348,33 @@ class Engine:
         return pipe
 
     @property
-    def pipeline(self) -> StableDiffusionPipeline:
+    def pipeline(self) -> DiffusionPipeline:
         """The text-to-image pipeline, loading the model on first use."""
         self.load()
         return self._pipeline
 
     @property
-    def img2img_pipeline(self) -> StableDiffusionImg2ImgPipeline:
-        """The image-to-image pipeline, sharing the text-to-image pipeline's weights."""
-        return self._derive(StableDiffusionImg2ImgPipeline)
+    def working_side(self) -> int:
+        """The short side, in pixels, the model works best at (see families.working_side)."""
+        return working_side(self.pipeline)
 
     @property
-    def inpaint_pipeline(self) -> StableDiffusionInpaintPipeline:
+    def img2img_pipeline(self) -> DiffusionPipeline:
+        """The image-to-image pipeline, sharing the text-to-image pipeline's weights."""
+        return self._derive(AutoPipelineForImage2Image)
+
+    @property
+    def inpaint_pipeline(self) -> DiffusionPipeline:
         """The inpainting pipeline: the inpainting checkpoint's when one is set, else one sharing
         the text-to-image pipeline's weights."""
         if self.inpaint_model is None:
-            return self._derive(StableDiffusionInpaintPipeline)
+            return self._derive(AutoPipelineForInpainting)
         self.load()  # jobs take their scheduler from the main model's config
         with self._lock:
             if self._inpaint_checkpoint is None:
                 logger.info("Loading inpainting model %s on %s", _model_name(self.inpaint_model), self.device)
                 self._inpaint_checkpoint = self._from_pretrained(
-                    StableDiffusionInpaintPipeline, self.inpaint_model, setting="IMAGEGEN_INPAINT_MODEL"
+                    AutoPipelineForInpainting, self.inpaint_model, setting="IMAGEGEN_INPAINT_MODEL"
                 )
             return self._inpaint_checkpoint
 
@@ -425,7 +434,10 @@ class Engine:
                 continue
             logger.info("Loading embedding %s", name)
             try:
-                pipe.load_textual_inversion(str(path), token=name)
+                if is_sdxl(pipe):
+                    _load_sdxl_embedding(pipe, path, name)
+                else:
+                    pipe.load_textual_inversion(str(path), token=name)
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
                 logger.error("Could not load the embedding %s from %s: %s", name, path, exc)
                 raise AddOnError(f"The embedding {name!r} could not be loaded.") from exc
@@ -457,12 +469,12 @@ class Engine:
                 if adapters:
                     pipe.unload_lora_weights()
 
-    def _derive(self, cls: type[DiffusionPipeline]) -> DiffusionPipeline:
+    def _derive(self, cls: type) -> DiffusionPipeline:
+        """The pipeline of the model's family for another task (an AutoPipeline class), sharing the
+        text-to-image pipeline's modules as they are (AutoPipelines' from_pipe neither copies nor casts them)."""
         with self._lock:
             if cls not in self._derived:
-                # from_pipe casts the shared modules to its dtype (float32 unless told), which would
-                # silently undo half precision for every pipeline.
-                pipe = cls.from_pipe(self.pipeline, dtype=self.dtype)
+                pipe = cls.from_pipe(self.pipeline)
                 pipe.set_progress_bar_config(disable=True)
                 self._derived[cls] = pipe
             return self._derived[cls]
@@ -533,9 +545,7 @@ class Engine:
         # Jobs that share calls never take an inpainting checkpoint (masked jobs cannot share): the
         # model's own text encoder reads their prompts.
         pipe = self.pipeline
-        prompts = PromptEncoder(
-            tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=requests[0].clip_skip
-        )
+        prompts = PromptEncoder(pipe, clip_skip=requests[0].clip_skip)
         with self._lock, torch.inference_mode():
             # One look at the embeddings folder for the whole batch: prompts, then negative prompts.
             texts = self._prompt_texts(
@@ -594,7 +604,11 @@ class Engine:
                 if on_step is None or job in dropped:
                     continue
                 count = requests[job].batch_size
-                preview = job_preview(tensors["latents"], start=offsets[job], count=count) if due else None
+                preview = (
+                    job_preview(tensors["latents"], start=offsets[job], count=count, factors=latent_rgb_factors(pipe))
+                    if due
+                    else None
+                )
                 try:
                     on_step(step, total, preview)
                 except GenerationCancelled:
@@ -723,9 +737,7 @@ class Engine:
             pipe.scheduler = _scheduler(request, scheduler_cls, self._scheduler_config, seeds)
             if encoder is None:
                 # The pipe's own text encoder: an inpainting checkpoint may bring its own.
-                encoder = PromptEncoder(
-                    tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=request.clip_skip
-                )
+                encoder = PromptEncoder(pipe, clip_skip=request.clip_skip)
             try:
                 # A LoRA may change the text encoder too: the prompts are read with it applied.
                 with self._loras_applied(pipe, request.loras), torch.inference_mode(), conditioning:
@@ -751,6 +763,22 @@ class Engine:
                     ) from exc
                 raise
             return output, time.perf_counter() - started, reference
+
+
+def _load_sdxl_embedding(pipe: DiffusionPipeline, path: Path, name: str) -> None:
+    """Load an SDXL embedding, which holds vectors for each text encoder ("clip_l" for the first,
+    "clip_g" for the second, as A1 and ComfyUI save them), into both; raises KeyError for one made
+    for SD 1.x or 2.x."""
+    if path.suffix == ".safetensors":
+        vectors = load_file(path)
+    else:
+        vectors = torch.load(path, map_location="cpu", weights_only=True)
+    if not {"clip_l", "clip_g"} <= vectors.keys():
+        raise KeyError("not an SDXL embedding: it has no clip_l and clip_g vectors")
+    pipe.load_textual_inversion(vectors["clip_l"], token=name, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(
+        vectors["clip_g"], token=name, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2
+    )
 
 
 @contextmanager

@@ -19,18 +19,31 @@ LATENT_RGB_FACTORS = torch.tensor(
     ]
 )
 
+# SDXL's VAE places colours otherwise in its latents (ComfyUI's factors for it).
+SDXL_LATENT_RGB_FACTORS = torch.tensor(
+    [
+        [0.3651, 0.4232, 0.4341],
+        [-0.2533, -0.0042, 0.1068],
+        [0.1076, 0.1111, -0.0362],
+        [-0.3165, -0.2492, -0.2188],
+    ]
+)
+
 PREVIEW_MAX_SIDE = 128
 
 
-def latents_to_preview(latents: torch.Tensor, *, index: int = 0) -> Image.Image:
-    """Return an RGB preview, at most PREVIEW_MAX_SIDE px on the long side, of one latent in a batch.
+def latents_to_preview(
+    latents: torch.Tensor, *, index: int = 0, factors: torch.Tensor = LATENT_RGB_FACTORS
+) -> Image.Image:
+    """Return an RGB preview, at most PREVIEW_MAX_SIDE px on the long side, of one latent in a batch
+    (`factors`: the model family's map from latent channels to RGB).
 
     Computed where the latents are (the GPU) down to the bytes of the small picture, so only those
     cross to the CPU: copying the whole latent first and converting it there made each preview
     wait for more than it needs.
     """
     latent = latents[index].float()
-    rgb = torch.einsum("chw,cr->rhw", latent, LATENT_RGB_FACTORS.to(latent.device))
+    rgb = torch.einsum("chw,cr->rhw", latent, factors.to(latent.device))
     scale = PREVIEW_MAX_SIDE / max(rgb.shape[1:])
     if scale < 1:
         size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[2] * scale)))
@@ -39,12 +52,14 @@ def latents_to_preview(latents: torch.Tensor, *, index: int = 0) -> Image.Image:
     return Image.fromarray(pixels)
 
 
-def job_preview(latents: torch.Tensor, *, start: int, count: int) -> Image.Image:
+def job_preview(
+    latents: torch.Tensor, *, start: int, count: int, factors: torch.Tensor = LATENT_RGB_FACTORS
+) -> Image.Image:
     """The preview of a job's `count` images, from `start` in the batch: one image's alone, several
     two to a row, as the run's card lays out its images."""
     if count == 1:
-        return latents_to_preview(latents, index=start)
-    tiles = [latents_to_preview(latents, index=start + place) for place in range(count)]
+        return latents_to_preview(latents, index=start, factors=factors)
+    tiles = [latents_to_preview(latents, index=start + place, factors=factors) for place in range(count)]
     width, height = tiles[0].size
     grid = Image.new("RGB", (width * 2, height * ((count + 1) // 2)))
     for place, tile in enumerate(tiles):

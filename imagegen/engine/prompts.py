@@ -90,27 +90,31 @@ def parse_prompt(prompt: str) -> list[list[Fragment]]:
 
 
 class _Embedder(EmbeddingsProvider):
-    """compel's embeddings provider, reading the layer clip skip names and chunking as A1 does.
+    """compel's embeddings provider for one text encoder, reading the layer clip skip names and
+    chunking as A1 does.
 
     Both override compel internals (pinned in requirements.txt): compel reads only the last or the
     penultimate layer, through a `text_model` attribute that transformers 5's CLIPTextModel no
     longer has (diffusers' own `clip_skip` fails on it for the same reason).
     """
 
-    def __init__(self, *, clip_skip: int, **options) -> None:
+    def __init__(self, *, layer: int, normalized: bool, **options) -> None:
         super().__init__(**options)
-        self.clip_skip = clip_skip
+        self.layer, self.normalized = layer, normalized  # layer: 1 is the last
         encoder = self.text_encoder
         self.final_layer_norm = getattr(encoder, "text_model", encoder).final_layer_norm
         self.comma = self.tokenizer.convert_tokens_to_ids(",</w>")
 
     def _encode_token_ids_to_embeddings(self, token_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:
-        output = self.text_encoder(token_ids, attention_mask, output_hidden_states=self.clip_skip > 1, return_dict=True)
-        if self.clip_skip == 1:
+        last = self.layer == 1 and self.normalized
+        output = self.text_encoder(token_ids, attention_mask, output_hidden_states=not last, return_dict=True)
+        if last:
             return output.last_hidden_state
         # hidden_states[-1] is the last layer's output before the final norm (the last hidden state
-        # is that, normalised): an earlier layer is normalised the same way, as A1 and diffusers do.
-        return self.final_layer_norm(output.hidden_states[-self.clip_skip])
+        # is that, normalised): SD 1.x and 2.x read an earlier layer normalised the same way, as A1
+        # and diffusers do; SDXL reads it as it is.
+        hidden = output.hidden_states[-self.layer]
+        return self.final_layer_norm(hidden) if self.normalized else hidden
 
     def _find_next_best_split_point(self, token_ids: list[int], max_length: int, *_) -> int:
         if len(token_ids) <= max_length:
@@ -123,52 +127,98 @@ class _Embedder(EmbeddingsProvider):
 
 
 class PromptEncoder:
-    """Turns prompts into the text embeddings a pipeline is called with, by its own tokenizer and
-    text encoder, reading the layer that clip skip names (A1's count: 1 is the last layer)."""
+    """Turns prompts into the text embeddings a pipeline is called with, by its own tokenizers and
+    text encoders, reading the layer that clip skip names (A1's count: 1 is the model's own).
 
-    def __init__(self, *, tokenizer, text_encoder, clip_skip: int) -> None:
-        layers = text_encoder.config.num_hidden_layers
+    SD 1.x and 2.x have one text encoder, read at its last layer, normalised. SDXL has two, read at
+    their penultimate layers as they are and laid side by side, and it also takes the second one's
+    pooled embedding of the prompt: of its first 75 tokens, without weights (as compel and A1 do;
+    the pooled embedding is one vector for the whole text). A clip skip of n reads n - 1 layers
+    before the model's own, in both families (diffusers' `clip_skip` is n - 1).
+    """
+
+    def __init__(self, pipe, *, clip_skip: int) -> None:
+        pairs = [(pipe.tokenizer, pipe.text_encoder)]
+        if getattr(pipe, "text_encoder_2", None) is not None:
+            pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+        self.pooled = len(pairs) > 1
+        layers = min(encoder.config.num_hidden_layers for _, encoder in pairs)
         if clip_skip > layers:
             raise UnsupportedSettingError(
                 f"This model's text encoder has {layers} layers: choose a clip skip of at most {layers}."
             )
-        self.device = text_encoder.device
-        self._embedder = _Embedder(
-            tokenizer=tokenizer,
-            text_encoder=text_encoder,
-            clip_skip=clip_skip,
-            truncate=False,
-            split_long_text_mode=SplitLongTextMode.BRUTAL,  # our split point decides (see _Embedder)
-            device=self.device,
-        )
-        self._known: dict[str, torch.Tensor] = {}
+        # SDXL's own choice for a prompt without a negative one: nothing at all, not the empty text.
+        self.zeros_for_empty = self.pooled and bool(pipe.config.get("force_zeros_for_empty_prompt", False))
+        self.device = pairs[0][1].device
+        self._embedders = [
+            _Embedder(
+                tokenizer=tokenizer,
+                text_encoder=text_encoder,
+                layer=clip_skip + 1 if self.pooled else clip_skip,
+                normalized=not self.pooled,
+                truncate=False,
+                split_long_text_mode=SplitLongTextMode.BRUTAL,  # our split point decides (see _Embedder)
+                device=self.device,
+            )
+            for tokenizer, text_encoder in pairs
+        ]
+        self._known: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def _encoded(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if prompt not in self._known:
+            segments = parse_prompt(prompt)
+            embeds = torch.cat(
+                [
+                    torch.cat(
+                        [
+                            embedder.get_embeddings_for_weighted_prompt_fragments(
+                                text_batch=[[text for text, _ in segment]],
+                                fragment_weights_batch=[[weight for _, weight in segment]],
+                                device=self.device,
+                            )[0]
+                            for embedder in self._embedders
+                        ],
+                        dim=-1,
+                    )
+                    for segment in segments
+                ]
+            )
+            pooled = None
+            if self.pooled:
+                text = "".join(text for text, _ in segments[0])
+                pooled = self._embedders[-1].get_pooled_embeddings([text], device=self.device)[0]
+            self._known[prompt] = embeds, pooled
+        return self._known[prompt]
 
     def encode(self, prompt: str) -> torch.Tensor:
         """The prompt's embeddings: (tokens, features), the tokens a multiple of the window (77)."""
-        if prompt not in self._known:
-            segments = [
-                self._embedder.get_embeddings_for_weighted_prompt_fragments(
-                    text_batch=[[text for text, _ in segment]],
-                    fragment_weights_batch=[[weight for _, weight in segment]],
-                    device=self.device,
-                )[0]
-                for segment in parse_prompt(prompt)
-            ]
-            self._known[prompt] = torch.cat(segments)
-        return self._known[prompt]
+        return self._encoded(prompt)[0]
 
     def length(self, *prompts: str) -> int:
         """How many tokens the longest of these prompts takes once encoded, windows and all."""
         return max(len(self.encode(prompt)) for prompt in prompts)
 
     def encode_batch(self, prompts: Sequence[str], negative_prompts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """The pipeline's prompt_embeds and negative_prompt_embeds for a batch, one row per image.
+        """The pipeline's prompt_embeds and negative_prompt_embeds for a batch, one row per image
+        (and SDXL's pooled_prompt_embeds and negative_pooled_prompt_embeds).
 
         Every row is padded to the longest with the empty prompt's embeddings, as A1 pads a short
         negative prompt: classifier-free guidance sets each prompt beside its negative one.
         """
-        rows = [self.encode(prompt) for prompt in (*prompts, *negative_prompts)]
+        texts = [*prompts, *negative_prompts]
+        encoded = [self._encoded(text) for text in texts]
+        rows = [embeds for embeds, _ in encoded]
         length = max(len(row) for row in rows)
-        empty = self._embedder.empty_z[0].to(rows[0].dtype)
+        empty = torch.cat([embedder.empty_z[0] for embedder in self._embedders], dim=-1).to(rows[0].dtype)
         padded = torch.stack([torch.cat([row, *[empty] * ((length - len(row)) // len(empty))]) for row in rows])
-        return {"prompt_embeds": padded[: len(prompts)], "negative_prompt_embeds": padded[len(prompts) :]}
+        count = len(prompts)
+        embeddings = {"prompt_embeds": padded[:count], "negative_prompt_embeds": padded[count:]}
+        if self.pooled:
+            pooled = torch.stack([vector for _, vector in encoded])
+            if self.zeros_for_empty:
+                nothing = torch.tensor([index >= count and not text for index, text in enumerate(texts)])
+                padded = torch.where(nothing[:, None, None], torch.zeros_like(padded), padded)
+                pooled = torch.where(nothing[:, None], torch.zeros_like(pooled), pooled)
+                embeddings |= {"prompt_embeds": padded[:count], "negative_prompt_embeds": padded[count:]}
+            embeddings |= {"pooled_prompt_embeds": pooled[:count], "negative_pooled_prompt_embeds": pooled[count:]}
+        return embeddings

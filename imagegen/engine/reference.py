@@ -6,7 +6,7 @@ each self-attention layer also attends to the reference's features, and the resu
 its own attention towards that one by `weight`). This is what A1's ControlNet "reference_only"
 and diffusers' community reference pipeline do; here it is an attention processor installed on
 the UNet for one pipeline call and removed after it, so it works with the text-to-image,
-image-to-image and inpainting pipelines and any SD 1.5-class weights, and nothing of it is left
+image-to-image and inpainting pipelines and any SD 1.x, 2.x or SDXL weights, and nothing of it is left
 for the next job.
 """
 
@@ -19,10 +19,10 @@ from diffusers import DiffusionPipeline
 from diffusers.models.attention_processor import AttnProcessor2_0, FusedAttnProcessor2_0
 from PIL import Image
 
+from .families import working_side
+
 # How much the job's self-attention moves towards attending to the reference (0: not at all).
 DEFAULT_REFERENCE_WEIGHT = 0.5
-# The reference is encoded with this short side (or less: it is never enlarged), on the 8-px grid.
-REFERENCE_SHORT_SIDE = 512
 
 
 @dataclass
@@ -61,15 +61,17 @@ def unfused_processor(processor: object) -> object:
     return AttnProcessor2_0() if isinstance(processor, FusedAttnProcessor2_0) else processor
 
 
-def reference_size(size: tuple[int, int]) -> tuple[int, int]:
+def reference_size(size: tuple[int, int], short_side: int) -> tuple[int, int]:
+    """The size the reference is encoded at: a short side of `short_side` (the model's working side),
+    or less, since it is never enlarged, on the 8-px grid."""
     width, height = size
-    scale = min(1.0, REFERENCE_SHORT_SIDE / min(width, height))
+    scale = min(1.0, short_side / min(width, height))
     return max(64, int(width * scale) // 8 * 8), max(64, int(height * scale) // 8 * 8)
 
 
 def encode_reference(pipe: DiffusionPipeline, reference: Image.Image) -> torch.Tensor:
     """The reference's latents (as the pipelines scale them), deterministic: the posterior's mode."""
-    width, height = reference_size(reference.size)
+    width, height = reference_size(reference.size, working_side(pipe))
     pixels = pipe.image_processor.preprocess(reference.convert("RGB"), height=height, width=width)
     pixels = pixels.to(device=pipe.vae.device, dtype=pipe.vae.dtype)
     return pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor

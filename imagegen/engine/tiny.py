@@ -1,4 +1,5 @@
-"""Build a tiny, randomly initialised Stable Diffusion pipeline for tests and development without downloads."""
+"""Build tiny, randomly initialised Stable Diffusion pipelines (SD 1.x-, SD 2.x- and SDXL-shaped) for
+tests and development without downloads."""
 
 import os
 import shutil
@@ -11,17 +12,19 @@ from diffusers import (
     DDIMScheduler,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
 from diffusers.models.resnet import ResnetBlock2D
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-# Bump the suffix whenever the architecture changes so stale caches are not reused.
-TINY_DIRNAME = "tiny-v1"
-# The same model as an inpainting checkpoint: its UNet also takes the mask and the masked image
-# (9 input channels), as SD's inpainting models do. For tests of IMAGEGEN_INPAINT_MODEL.
-TINY_INPAINTING_DIRNAME = "tiny-inpainting-v1"
+from .catalog import TINY_MODELS
+
+# The folder of a built-in model (catalog.TINY_MODELS) is its name and this suffix: bump it whenever
+# an architecture changes so stale caches are not reused.
+VERSION_SUFFIX = "-v1"
 
 
 def byte_level_tokenizer() -> CLIPTokenizer:
@@ -49,22 +52,26 @@ def _make_vae_faithful(vae: AutoencoderKL) -> None:
         vae.quant_conv.bias[vae.config.latent_channels :].fill_(-30.0)
 
 
-def _build(folder: Path, *, inpainting: bool = False) -> None:
-    tokenizer = byte_level_tokenizer()
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=64,
-        in_channels=9 if inpainting else 4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=2,
+def _text_encoder(tokenizer: CLIPTokenizer, *, projection: bool = False, seed: int = 0) -> CLIPTextModel:
+    """A small random CLIP text encoder; with `projection`, one that also gives the pooled, projected
+    embedding SDXL's second text encoder gives."""
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=32,
     )
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
+
+def _vae() -> AutoencoderKL:
     torch.manual_seed(0)
     # Four blocks give the same 8x downscale as real SD, so sizes and latents behave the same.
     vae = AutoencoderKL(
@@ -83,22 +90,44 @@ def _build(folder: Path, *, inpainting: bool = False) -> None:
         mid_block_add_attention=False,
     )
     _make_vae_faithful(vae)
+    return vae
 
+
+def _unet(family: str, *, inpainting: bool = False) -> UNet2DConditionModel:
+    """The UNet of a family's shape: what its pipelines and our code read of it (the working size
+    its sample_size gives, SD 2's linear projections, SDXL's size and pooled-text conditioning)."""
+    shape: dict = {
+        "sample_size": 64,  # latents: 512 px, SD 1.x's size
+        "cross_attention_dim": 32,
+        "attention_head_dim": 2,
+    }
+    if family == "sd2":
+        shape |= {"sample_size": 96, "use_linear_projection": True, "attention_head_dim": (2, 4)}  # 768 px
+    elif family == "sdxl":
+        shape |= {
+            "sample_size": 128,  # 1024 px
+            "use_linear_projection": True,
+            # The two text encoders' features side by side.
+            "cross_attention_dim": 64,
+            # SDXL conditions on the pooled text embedding (32) and six size numbers (8 each).
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": 8,
+            "projection_class_embeddings_input_dim": 6 * 8 + 32,
+        }
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    return UNet2DConditionModel(
+        in_channels=9 if inpainting else 4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **shape,
     )
 
+
+def _build(folder: Path, *, family: str = "sd", inpainting: bool = False) -> None:
+    tokenizer = byte_level_tokenizer()
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -106,25 +135,37 @@ def _build(folder: Path, *, inpainting: bool = False) -> None:
         clip_sample=False,
         set_alpha_to_one=False,
         steps_offset=1,
+        # SD 2's 768-px models predict the velocity, not the noise.
+        prediction_type="v_prediction" if family == "sd2" else "epsilon",
     )
-    pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
-    pipe = pipeline_class(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
+    parts = {"vae": _vae(), "unet": _unet(family, inpainting=inpainting), "scheduler": scheduler}
+    if family == "sdxl":
+        pipeline_class = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
+        parts |= {
+            "text_encoder": _text_encoder(tokenizer),
+            "tokenizer": tokenizer,
+            "text_encoder_2": _text_encoder(tokenizer, projection=True, seed=1),
+            "tokenizer_2": tokenizer,
+        }
+    else:
+        pipeline_class = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
+        parts |= {
+            "text_encoder": _text_encoder(tokenizer),
+            "tokenizer": tokenizer,
+            "safety_checker": None,
+            "feature_extractor": None,
+            "requires_safety_checker": False,
+        }
+    pipeline_class(**parts).save_pretrained(folder)
 
 
-def ensure_tiny_model(cache_dir: Path, *, inpainting: bool = False) -> Path:
-    """Return the folder of the saved tiny pipeline (or its inpainting twin), building it once if needed."""
+def ensure_tiny_model(cache_dir: Path, name: str = "tiny", *, inpainting: bool = False) -> Path:
+    """Return the folder of the built-in model `name` (one of catalog.TINY_MODELS), or of its inpainting twin
+    (a UNet that also takes the mask and the masked image, 9 input channels, as SD's inpainting
+    models: for tests of IMAGEGEN_INPAINT_MODEL), building it once if needed."""
     cache_dir = Path(cache_dir)
-    dirname = TINY_INPAINTING_DIRNAME if inpainting else TINY_DIRNAME
+    family = TINY_MODELS[name]
+    dirname = f"{name}{'-inpainting' if inpainting else ''}{VERSION_SUFFIX}"
     target = cache_dir / dirname
     if target.is_dir():
         return target
@@ -134,7 +175,7 @@ def ensure_tiny_model(cache_dir: Path, *, inpainting: bool = False) -> Path:
     staging = cache_dir / f".{dirname}-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        _build(staging, inpainting=inpainting)
+        _build(staging, family=family, inpainting=inpainting)
         os.replace(staging, target)
     except OSError:
         # Another process renamed its copy first (the target is now a non-empty folder): use theirs.

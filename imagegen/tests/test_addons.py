@@ -25,11 +25,11 @@ from .factories import RunFactory, UserFactory
 from .test_integration import api, events_until_closed
 
 
-def write_random_lora(folder: Path, name: str, cache_dir: Path) -> None:
-    """A LoRA for the tiny model's UNet with random weights, saved as diffusers saves one (the way
+def write_random_lora(folder: Path, name: str, cache_dir: Path, *, model: str = "tiny") -> None:
+    """A LoRA for a tiny model's UNet with random weights, saved as diffusers saves one (the way
     diffusers' own tests make them: nothing downloaded)."""
     torch.manual_seed(0)
-    unet = UNet2DConditionModel.from_pretrained(ensure_tiny_model(cache_dir) / "unet")
+    unet = UNet2DConditionModel.from_pretrained(ensure_tiny_model(cache_dir, model) / "unet")
     config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
     unet.add_adapter(config)
     StableDiffusionPipeline.save_lora_weights(

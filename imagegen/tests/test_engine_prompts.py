@@ -30,7 +30,7 @@ def engine(cache_dir: Path) -> Engine:
 @pytest.fixture(scope="module")
 def encoder(engine: Engine) -> PromptEncoder:
     pipe = engine.pipeline
-    return PromptEncoder(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=1)
+    return PromptEncoder(pipe, clip_skip=1)
 
 
 def small(**overrides: object) -> GenerationRequest:
@@ -162,7 +162,7 @@ def test_weighted_long_prompts_work_in_image_to_image_and_inpainting(engine: Eng
 
 def test_clip_skip_reads_an_earlier_layer(engine: Engine) -> None:
     pipe = engine.pipeline
-    skipping = PromptEncoder(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder, clip_skip=2)
+    skipping = PromptEncoder(pipe, clip_skip=2)
     tokens = pipe.tokenizer("a red fox", padding="max_length", max_length=77, return_tensors="pt").input_ids
     with torch.inference_mode():
         layers = pipe.text_encoder(tokens, output_hidden_states=True).hidden_states

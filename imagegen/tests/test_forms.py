@@ -7,6 +7,16 @@ from imagegen.forms import ApiGenerateForm, GenerateForm
 VALID = {"prompt": "a red fox", "steps": 20, "guidance_scale": 7.5, "width": 512, "height": 512}
 
 
+def test_a_picture_has_the_pixels_of_1024_squared_at_most_in_any_shape():
+    for width, height in ((1024, 1024), (1216, 832), (1344, 768), (640, 1536)):
+        assert GenerateForm({**VALID, "width": width, "height": height}).is_valid(), (width, height)
+    form = GenerateForm({**VALID, "width": 1536, "height": 1024})
+    assert form.errors["height"] == [
+        "1536×1024 has more pixels than 1024×1024, the most a picture may have: choose a smaller size "
+        "(the sizes SDXL models are made for, such as 1216×832 or 1344×768, fit)."
+    ]
+
+
 def test_valid_request_passes_and_seed_is_optional():
     form = GenerateForm(VALID)
     assert form.is_valid(), form.errors
@@ -44,7 +54,7 @@ def test_the_samplers_a1_users_name_are_offered(scheduler):
         ("guidance_scale", "high", "Enter a number."),
         ("width", 500, "multiple of 8"),
         ("width", 56, "greater than or equal to 64"),
-        ("height", 1032, "less than or equal to 1024"),
+        ("height", 1544, "less than or equal to 1536"),
         ("seed", -1, "greater than or equal to 0"),
         ("seed", 2**32, "less than or equal to"),
         ("scheduler", "warp-drive", "Select a valid choice"),

@@ -8,7 +8,7 @@ from django import forms
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image, PngImagePlugin
 
-from imagegen.limits import MAX_SIDE, SIDE_MULTIPLE
+from imagegen.limits import FIT_SIDE, SIDE_MULTIPLE
 from img2img.uploads import MAX_UPLOAD_BYTES, InitImageField, NormalisedImage, UploadError, normalise_upload
 
 
@@ -43,7 +43,7 @@ def assert_clean(result: NormalisedImage) -> Image.Image:
     """The result is an RGB PNG of allowed size that carries nothing but pixels."""
     assert result.image.mode == "RGB"
     assert (result.width, result.height) == result.image.size
-    assert result.width <= MAX_SIDE and result.height <= MAX_SIDE
+    assert result.width <= FIT_SIDE and result.height <= FIT_SIDE
     assert result.width % SIDE_MULTIPLE == 0 and result.height % SIDE_MULTIPLE == 0
     reopened = Image.open(io.BytesIO(result.data))
     assert reopened.format == "PNG"

@@ -1,6 +1,7 @@
 """The one step the diffusion modes share: repaint the whole image (image to image), or only a
-rectangle, A1's "inpaint only masked": crop around it, repaint the crop at the model's working
-size, composite it back onto the original pixels, so only pixels within FEATHER of it can change."""
+rectangle, A1's "inpaint only masked": crop around it, repaint the crop at the model's working size
+(its own short side: 512 for SD 1.5, 1024 for SDXL), composite it back onto the original pixels, so
+only pixels within FEATHER of it can change."""
 
 from dataclasses import replace
 
@@ -30,7 +31,7 @@ def repaint(
     if rect is None:
         result = engine.generate(replace(request, init_image=image), on_step=on_step, preview_every=preview_every)
         return fit_to_size(result.images[0], image.size), result
-    plan = plan_crop(rect, image.size)
+    plan = plan_crop(rect, image.size, short_side=engine.working_side)
     crop_request = replace(request, init_image=working_crop(image, plan), mask_image=working_mask(plan, rect))
     result = engine.generate(crop_request, on_step=on_step, preview_every=preview_every)
     return composite(image, result.images[0], plan, rect), result
