@@ -72,8 +72,11 @@ def api_view(*methods: str):
 
 
 def bind_with_defaults(form_class: type[Form], data: dict, files=None, **form_kwargs) -> Form:
-    """A missing field takes the form's documented default, as API callers expect."""
+    """A missing field takes the form's documented default, as API callers expect (a form's
+    `defaults_for(data)` gives those that depend on other fields)."""
     defaults = {name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None}
+    if hasattr(form_class, "defaults_for"):
+        defaults |= form_class.defaults_for(data)
     return form_class({**defaults, **data}, files, **form_kwargs)
 
 

@@ -7,12 +7,23 @@ from . import limits
 from .engine.addons import AddOnError, AddOnFolder
 from .engine.requests import DEFAULT_CLIP_SKIP, DEFAULT_SCHEDULER, MAX_CLIP_SKIP, SAMPLER_LABELS, hires_size
 from .models import REFINED, Run
-from .services.catalog import default_model, models_offered
+from .services.catalog import default_model, model_size, models_offered
 from .validators import validate_hires_scale, validate_side, validate_strength
 
 PROMPT_SYNTAX = (
     "AUTOMATIC1111's syntax: (word:1.3) or (word) weighs a word more, [word] less; BREAK starts a new 75-token chunk."
 )
+
+
+class ModelSelect(forms.Select):
+    """The model choice, each option with the side its model works best at (data-side), which the
+    page moves an untouched size to when the choice changes (see app.js)."""
+
+    def create_option(self, name, value, *args, **kwargs) -> dict:
+        option = super().create_option(name, value, *args, **kwargs)
+        if value:
+            option["attrs"]["data-side"] = model_size(value)
+        return option
 
 
 class GenerateForm(forms.Form):
@@ -59,6 +70,7 @@ class GenerateForm(forms.Form):
         choices=lambda: [(model.id, model.label) for model in models_offered().values()],
         required=False,
         help_text="Leave empty for the default (the first).",
+        widget=ModelSelect,
     )
     scheduler = forms.ChoiceField(
         label="Sampler", choices=list(SAMPLER_LABELS.items()), initial=DEFAULT_SCHEDULER, required=False
@@ -103,6 +115,11 @@ class GenerateForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # A new picture is made at the default model's own size unless told (1024 for SDXL); image
+        # to image has no size of its own (it takes the init image's).
+        for side in ("width", "height"):
+            if side in self.fields:
+                self.fields[side].initial = model_size(None)
         addons = AddOnFolder(settings.IMAGEGEN_LORA_DIR)
         offered = [
             f"LoRAs, as <lora:name:weight>: {', '.join(names)}." if (names := addons.lora_names()) else "",
@@ -181,6 +198,16 @@ class GenerateForm(forms.Form):
 
 class ApiGenerateForm(GenerateForm):
     """The JSON API's names and defaults for the same rules (as other Stable Diffusion APIs use)."""
+
+    @staticmethod
+    def defaults_for(data: dict) -> dict:
+        """A request that gives neither width nor height gets a square of the chosen model's own
+        size (see services.model_size): 512 for SD 1.x, 1024 for SDXL."""
+        if "width" in data or "height" in data:
+            return {}
+        model = data.get("model")
+        side = model_size(model if isinstance(model, str) else None)
+        return {"width": side, "height": side}
 
     steps = None
     num_inference_steps = forms.IntegerField(

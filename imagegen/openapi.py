@@ -137,7 +137,11 @@ def payload_schema_name(refinement_type: str) -> str:
 # Each request described by a form: its schema's name, the form, and what it is. The tests check
 # each schema against its form.
 REQUEST_FORMS: dict[str, tuple[type[forms.Form], str]] = {
-    "GenerateRequest": (ApiGenerateForm, "A text-to-image run."),
+    "GenerateRequest": (
+        ApiGenerateForm,
+        "A text-to-image run. With neither `width` nor `height` given, the picture is a square of the chosen "
+        "model's own size (512 for SD 1.x models, 1024 for SDXL); the defaults below are SD 1.x's.",
+    ),
     "ImageToImageRequest": (ApiImageToImageForm, "An image-to-image run: the output takes the init image's size."),
     "ImageUpload": (ImageUploadForm, "An image file."),
     "SettingsImage": (SettingsImageForm, "An image whose generation settings to read."),

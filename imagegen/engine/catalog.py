@@ -3,13 +3,17 @@
 Kept free of torch and diffusers, so the web process can list and check them.
 """
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
+from functools import cache
+from pathlib import Path, PurePath
 
 # The built-in models with random weights (engine.tiny builds them), by the source that names them
 # → their family's shape: SD 1.x (the default model of tests and development), SD 2.x
 # (v-prediction, 768 px) and SDXL (two text encoders, 1024 px).
 TINY_MODELS = {"tiny": "sd", "tiny-sd2": "sd2", "tiny-xl": "sdxl"}
+_TINY_SIDES = {"sd": 512, "sd2": 768, "sdxl": 1024}
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,31 @@ class OfferedModel:
     def is_tiny(self) -> bool:
         """Whether it is a built-in model with random weights (its images are noise)."""
         return self.source in TINY_MODELS
+
+    @property
+    def working_side(self) -> int | None:
+        """The side it works best at (see working_side), for a built-in model or a local folder;
+        None for a repo id, whose config only the worker that loads it reads."""
+        if self.is_tiny:
+            return _TINY_SIDES[TINY_MODELS[self.source]]
+        return _folder_working_side(self.source)
+
+
+def working_side(unet_config: Mapping, vae_config: Mapping) -> int:
+    """The short side, in pixels, a model was trained at and works best at: its UNet's sample size
+    in latents, times the VAE's downscale (2 for each of its blocks but the first). 512 for SD 1.x,
+    768 for SD 2.x's 768-px models, 1024 for SDXL."""
+    return unet_config["sample_size"] * 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+@cache
+def _folder_working_side(source: str) -> int | None:
+    folder = Path(source)
+    try:
+        configs = [json.loads((folder / part / "config.json").read_text()) for part in ("unet", "vae")]
+        return working_side(*configs)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def model_id(source: str) -> str:

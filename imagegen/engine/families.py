@@ -4,13 +4,13 @@ config, so no code path needs to be told which family a model is."""
 import torch
 from diffusers import DiffusionPipeline
 
+from . import catalog
 from .previews import LATENT_RGB_FACTORS, SDXL_LATENT_RGB_FACTORS
 
 
 def working_side(pipe: DiffusionPipeline) -> int:
-    """The short side, in pixels, the model was trained at and works best at: 512 for SD 1.x, 768
-    for SD 2.x's 768-px models, 1024 for SDXL (its UNet's sample size, in latents)."""
-    return pipe.unet.config.sample_size * pipe.vae_scale_factor
+    """The short side, in pixels, the loaded model works best at (see catalog.working_side)."""
+    return catalog.working_side(pipe.unet.config, pipe.vae.config)
 
 
 def is_sdxl(pipe: DiffusionPipeline) -> bool:

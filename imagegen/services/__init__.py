@@ -2,7 +2,7 @@
 the worker's warm engine. Callers use `services.<name>`; each name lives in one module below."""
 
 from .accounts import api_token_create, api_tokens_revoke, local_admin_create
-from .catalog import default_model, model_to_reuse, models_offered, offered_model
+from .catalog import default_model, model_size, model_to_reuse, models_offered, offered_model
 from .images import OutputImage, image_open_rgb, image_store, image_thumbnail_open
 from .jobs import (
     NOT_SAVED,
@@ -78,6 +78,7 @@ __all__ = [
     "jobs_recover",
     "local_admin_create",
     "model_load_failures",
+    "model_size",
     "model_to_reuse",
     "models_offered",
     "offered_model",

@@ -2,6 +2,7 @@
 
 from django.conf import settings
 
+from .. import limits
 from ..engine.catalog import OfferedModel, model_id, parse_models
 
 
@@ -25,3 +26,10 @@ def model_to_reuse(identifier: str) -> OfferedModel:
     """The model of a job made from an earlier one (a variation, a new version): the earlier one's
     while it is offered, so the result keeps its look, else the default."""
     return offered_model(identifier) or default_model()
+
+
+def model_size(identifier: str | None) -> int:
+    """The side of the square a new picture of this model (by id; None: the default) is made at
+    unless told: the model's working side where known (1024 for SDXL), else limits.DEFAULT_SIDE."""
+    model = (offered_model(identifier) if identifier else None) or default_model()
+    return model.working_side or limits.DEFAULT_SIDE

@@ -4,6 +4,7 @@ its shape built locally (nothing downloaded), the way diffusers' own tests make 
 import dataclasses
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -13,10 +14,14 @@ from safetensors.torch import save_file
 
 from conftest import NO_FAIR_USE_LIMITS, use_redis
 from imagegen import services
+from imagegen.api import bind_with_defaults
 from imagegen.engine import Engine, GenerationRequest, read_png_parameters
 from imagegen.engine.addons import AddOnError
+from imagegen.engine.catalog import parse_models
 from imagegen.engine.pipelines import SCHEDULERS, _scheduler
 from imagegen.engine.prompts import PromptEncoder
+from imagegen.engine.tiny import ensure_tiny_model
+from imagegen.forms import ApiGenerateForm, GenerateForm
 from imagegen.localstack import start_stack
 from imagegen.models import JobStatus, Run
 from refinement.editing import Rect, plan_crop
@@ -211,3 +216,63 @@ def test_an_sdxl_model_through_the_api_and_a_real_worker(redis_server, transacti
     finally:
         stack.stop()
         use_redis(redis_server.url(1))
+
+
+def test_a_new_picture_is_made_at_the_chosen_models_own_size(settings, cache_dir: Path):
+    folder = ensure_tiny_model(cache_dir, "tiny-xl")
+    offered = parse_models(f"tiny; {folder}=An SDXL folder; org/unread-repo")
+    # A folder's size is read from its config, without loading it; a repo's is not known before a worker loads it.
+    assert [model.working_side for model in offered.values()] == [512, 1024, None]
+    settings.IMAGEGEN_MODELS = f"tiny=Test model; tiny-xl=Test SDXL model; {folder}=Folder; org/repo=Repo"
+    assert [services.model_size(model) for model in (None, "tiny-xl", "tiny-xl-v1", "org/repo")] == [
+        512,
+        1024,
+        1024,
+        512,
+    ]
+    assert GenerateForm().fields["width"].initial == 512
+    settings.IMAGEGEN_MODELS = "tiny-xl=Test SDXL model; tiny=Test model"
+    assert GenerateForm().fields["width"].initial == GenerateForm().fields["height"].initial == 1024
+    # The API: a request with neither side gets the model's square; one that gives a side keeps it.
+    for data, size in (
+        ({}, (1024, 1024)),
+        ({"model": "tiny"}, (512, 512)),
+        ({"model": "tiny-xl", "width": 1216}, (1216, 512)),
+        ({"model": 7}, None),  # refused on the model, not a crash
+    ):
+        form = bind_with_defaults(ApiGenerateForm, {"prompt": "a fox", **data})
+        if size is None:
+            assert not form.is_valid() and "model" in form.errors
+        else:
+            assert form.is_valid(), form.errors
+            assert (form.cleaned_data["width"], form.cleaned_data["height"]) == size
+
+
+@pytest.mark.django_db
+def test_choosing_a_model_on_the_page_moves_an_untouched_size_to_its_own(settings, user_client, page):
+    settings.IMAGEGEN_MODELS = "tiny=Test model; tiny-xl=Test SDXL model"
+    html = user_client.get("/").content
+    assert b'<option value="tiny-xl" data-side="1024">Test SDXL model</option>' in html
+    static_root = Path(settings.STATIC_ROOT)
+
+    def serve(route):  # the page as Django rendered it, and the static files it names
+        path = urlsplit(route.request.url).path
+        if path == "/":
+            route.fulfill(body=html, content_type="text/html")
+        elif path.startswith(settings.STATIC_URL):
+            route.fulfill(path=static_root / path.removeprefix(settings.STATIC_URL))
+        else:
+            route.abort()
+
+    page.route("http://studio.test/**", serve)
+    page.goto("http://studio.test/")
+    page.click("details.advanced summary")
+    size = lambda: (page.input_value("#id_width"), page.input_value("#id_height"))  # noqa: E731
+    assert size() == ("512", "512")
+    page.select_option("#id_model", "tiny-xl")
+    assert size() == ("1024", "1024")
+    page.select_option("#id_model", "tiny")
+    assert size() == ("512", "512")
+    page.fill("#id_width", "640")  # a size the user chose stays
+    page.select_option("#id_model", "tiny-xl")
+    assert size() == ("640", "512")

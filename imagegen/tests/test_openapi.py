@@ -180,7 +180,7 @@ def test_the_rules_read_as_the_readme_states_them(spec):
     )
     assert generate["num_inference_steps"] == {"type": "integer", "minimum": 1, "maximum": 150, "default": 50}
     for side in ("width", "height"):
-        assert generate[side] == {"type": "integer", "multipleOf": 8, "minimum": 64, "maximum": 1024, "default": 512}
+        assert generate[side] == {"type": "integer", "multipleOf": 8, "minimum": 64, "maximum": 1536, "default": 512}
     assert generate["scheduler"]["enum"] == list(SAMPLER_LABELS) and generate["scheduler"]["default"] == "euler_a"
     assert generate["batch_size"] | {"description": ""} == {
         "type": "integer",

@@ -137,9 +137,14 @@ def test_fooocus_and_invokeai_pngs_through_the_endpoint(user_client):
     fooocus = png_upload(parameters=json.dumps(FOOOCUS_METADATA), fooocus_scheme="fooocus")
     body = user_client.post("/api/v1/parameters", {"image": fooocus}).json()
     assert body["source"] == "fooocus" and body["fields"]["prompt"] == "a cat in a hat"
-    # 1152 px is beyond this studio's sides: left out, and said so.
+    # 1152×896, an SDXL size, is one of this studio's too.
+    assert (body["fields"]["width"], body["fields"]["height"]) == (1152, 896)
+    assert not any(note.startswith(("Width", "Height")) for note in body["notes"])
+    # 2048 px is beyond this studio's sides: left out, and said so.
+    wide = png_upload(parameters=json.dumps(FOOOCUS_METADATA | {"resolution": "(2048, 896)"}), fooocus_scheme="fooocus")
+    body = user_client.post("/api/v1/parameters", {"image": wide}).json()
     assert "width" not in body["fields"] and body["fields"]["height"] == 896
-    assert any(note.startswith("Width 1152:") for note in body["notes"])
+    assert any(note.startswith("Width 2048:") for note in body["notes"])
     invoke = png_upload(invokeai_metadata=json.dumps(INVOKEAI_METADATA))
     body = user_client.post("/api/v1/parameters", {"image": invoke}).json()
     assert body["source_label"] == "InvokeAI" and body["fields"]["scheduler"] == "euler_a"

@@ -173,10 +173,23 @@ function showScriptedControls(root) {
 document.addEventListener("DOMContentLoaded", () => showScriptedControls(document));
 document.addEventListener("htmx:load", (event) => showScriptedControls(event.detail.elt));
 
+// Choosing another model moves a size left at a model's own square (its option's data-side: 512
+// for SD 1.x, 1024 for SDXL) to the new model's; a size the user typed stays.
+function followModelSize(form, select) {
+  const side = select.selectedOptions[0]?.dataset.side;
+  const width = form.elements.namedItem("width");
+  const height = form.elements.namedItem("height");
+  const sides = [...select.options].map((option) => option.dataset.side);
+  if (side && width && height && width.value === height.value && sides.includes(width.value)) {
+    width.value = height.value = side;
+  }
+}
+
 document.addEventListener("change", (event) => {
   const form = event.target.closest("#generate-form");
   if (!form) return;
   if (event.target.name === "mode") applyMode(form);
+  if (event.target.name === "model") followModelSize(form, event.target);
   if (event.target.name === "init_image") chooseInitImage(form, event.target);
   if (event.target.id === "settings-file" && event.target.files[0]) {
     readImageSettings(form, event.target.files[0]);
