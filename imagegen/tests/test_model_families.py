@@ -31,6 +31,7 @@ from refinement.tests.pixels import reach
 from .engine_support import as_array, small
 from .test_addons import write_random_embedding, write_random_lora
 from .test_integration import api, events_until_closed
+from .test_ip_adapter import build_ip_adapter
 
 LONG = "a castle on a hill, " * 5  # 100 characters: past one 77-token window of the byte-level tokenizer
 
@@ -246,6 +247,19 @@ def test_a_new_picture_is_made_at_the_chosen_models_own_size(settings, cache_dir
         else:
             assert form.is_valid(), form.errors
             assert (form.cleaned_data["width"], form.cleaned_data["height"]) == size
+
+
+def test_sdxl_follows_a_reference_through_an_ip_adapter(cache_dir: Path, xl: Engine, tmp_path: Path):
+    weights = build_ip_adapter(tmp_path, xl.pipeline.unet)
+    engine = Engine("tiny-xl", cache_dir=cache_dir, ip_adapter=weights, ip_adapter_scale=0.6)
+    request = small(steps=4)
+    plain = pixels(engine, request)
+    referenced = engine.generate(
+        dataclasses.replace(request, reference_image=Image.new("RGB", (80, 96), (200, 40, 90)))
+    )
+    assert referenced.reference == "IP-Adapter 0.6"
+    assert np.abs(as_array(referenced.images[0]) - plain).mean() > 0.5
+    assert np.array_equal(pixels(engine, request), plain)  # the adapter is gone after its job
 
 
 @pytest.mark.django_db
