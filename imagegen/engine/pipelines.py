@@ -340,7 +340,11 @@ class Engine:
         """A pipeline loaded from a folder or the hub onto this engine's device; `setting` names the
         setting to check when it cannot be loaded."""
         try:
-            pipe = cls.from_pretrained(source, dtype=self.dtype, safety_checker=None, requires_safety_checker=False)
+            # SD 1.x and 2.x models may come with a safety checker, which is never loaded (it would
+            # blank images); SDXL's pipelines have none, and warn at being told about one.
+            has_checker = "safety_checker" in cls.load_config(source)
+            no_checker = {"safety_checker": None, "requires_safety_checker": False} if has_checker else {}
+            pipe = cls.from_pretrained(source, dtype=self.dtype, **no_checker)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(f"Could not load model {str(source)!r}: {exc}. Check {setting}.") from exc
         pipe.to(self.device)

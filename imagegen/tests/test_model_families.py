@@ -18,7 +18,9 @@ from imagegen.api import bind_with_defaults
 from imagegen.engine import Engine, GenerationRequest, read_png_parameters
 from imagegen.engine.addons import AddOnError
 from imagegen.engine.catalog import parse_models
+from imagegen.engine.families import latent_rgb_factors
 from imagegen.engine.pipelines import SCHEDULERS, _scheduler
+from imagegen.engine.previews import LATENT_RGB_FACTORS, SDXL_LATENT_RGB_FACTORS
 from imagegen.engine.prompts import PromptEncoder
 from imagegen.engine.tiny import ensure_tiny_model
 from imagegen.forms import ApiGenerateForm, GenerateForm
@@ -69,6 +71,8 @@ def test_each_family_gets_its_own_pipelines_and_working_size(cache_dir: Path, mo
     assert engine.img2img_pipeline.unet is engine.pipeline.unet is engine.inpaint_pipeline.unet
     result = engine.generate(small(steps=2))
     assert result.images[0].size == (64, 64) and result.parameters.endswith(f"Model: {model}")
+    # Previews map the latents with the family's own colours.
+    assert latent_rgb_factors(engine.pipeline) is (SDXL_LATENT_RGB_FACTORS if side == 1024 else LATENT_RGB_FACTORS)
 
 
 def test_sd2_keeps_predicting_velocity_whatever_the_sampler(cache_dir: Path):
