@@ -148,7 +148,8 @@ class GenerateForm(forms.Form):
         max_value=MAX_CLIP_SKIP,
         initial=DEFAULT_CLIP_SKIP,
         required=False,
-        help_text="1 reads the prompt from the text encoder's last layer; 2 (the one before) suits many anime models.",
+        help_text="1 reads the prompt from the text encoder's layer the model was trained on (the last; SDXL's "
+        "penultimate); 2, the one before, suits many anime models.",
     )
 
     def clean_scheduler(self) -> str:

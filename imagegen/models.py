@@ -237,7 +237,8 @@ class Run(Job):
     height = models.PositiveSmallIntegerField()
     seed = models.BigIntegerField()
     scheduler = models.CharField(max_length=20, choices=list(SAMPLER_LABELS.items()), default=DEFAULT_SCHEDULER)
-    # A1's count: 1 reads the prompt from the text encoder's last layer, 2 from the one before.
+    # A1's count: 1 reads the prompt from the text encoder's layer the model was trained on (the last;
+    # SDXL's penultimate), 2 from the one before.
     clip_skip = models.PositiveSmallIntegerField(
         default=DEFAULT_CLIP_SKIP, validators=[MinValueValidator(1), MaxValueValidator(MAX_CLIP_SKIP)]
     )

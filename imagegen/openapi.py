@@ -299,7 +299,7 @@ def answer_schemas() -> dict[str, dict]:
                 },
                 "seed": WHOLE,
                 "sampler": {**TEXT, "description": "The sampler's name (`Euler a`…)."},
-                "clip_skip": {**WHOLE, "description": "1 reads the prompt from the text encoder's last layer."},
+                "clip_skip": {**WHOLE, "description": "1 reads the prompt at the model's own text-encoder layer."},
                 "model": TEXT,
                 "batch_size": WHOLE,
                 "strength": {"type": "number", "description": "Image to image only."},

@@ -30,8 +30,9 @@ SAMPLER_LABELS: dict[str, str] = {
     "lcm": "LCM",
     "pndm": "PNDM",
 }
-# Clip skip as AUTOMATIC1111 counts it: the prompt is read from the text encoder's last layer (1),
-# the one before it (2), and so on; its slider stops at 12, the layers SD 1.x's encoder has.
+# Clip skip as AUTOMATIC1111 counts it: the prompt is read from the text encoder's last layer (1;
+# SDXL's own is the penultimate), the one before it (2), and so on; its slider stops at 12, the
+# layers SD 1.x's encoder has.
 DEFAULT_CLIP_SKIP = 1
 MAX_CLIP_SKIP = 12
 # The VAE works on 8×8 pixel blocks: the pipelines round every side down to a multiple of this.
