@@ -17,9 +17,10 @@ def run_job(run_id: str) -> None:
 @worker_ready.connect
 def beat_and_warm_engine(sender=None, **_) -> None:
     # Beating starts before the model loads, so a worker busy loading (minutes for a first
-    # download) still reads as alive on /healthz.
+    # download) still reads as alive on /healthz. `sender` is the worker's consumer: the beat keeps
+    # it on the queues of the models it holds loaded.
     worker = getattr(sender, "hostname", "") or ""
-    services.worker_beat_start(worker)
+    services.worker_beat_start(worker, consumer=sender)
     services.engine_warm_up(worker=worker)
 
 
