@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from .. import liveness
 from ..models import Job, job_models
-from .catalog import offered_model
+from .catalog import models_offered, offered_model
 
 logger = logging.getLogger("imagegen.services")
 
@@ -36,6 +36,11 @@ def model_queue(queue: str, model_id: str) -> str:
     """The queue of `queue`'s jobs for one model. Ids may hold "/" (a repo id) and other signs:
     they are percent-encoded, so two ids never share a queue."""
     return f"{queue}{MODEL_QUEUE_INFIX}{quote(model_id, safe='')}"
+
+
+def model_queues_offered() -> set[str]:
+    """Every model queue this deployment may have: each kind's queue for each offered model."""
+    return {model_queue(kind_queue(kind), model) for kind in job_models() for model in models_offered()}
 
 
 def job_queue(job: Job) -> str:

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from .. import liveness
 from ..engine import EngineError, ModelLoadError
 from .catalog import default_model, models_offered, offered_model
-from .routing import ModelQueues
+from .routing import ModelQueues, model_queues_offered
 
 logger = logging.getLogger("imagegen.services")
 
@@ -118,6 +118,12 @@ def model_load_failures() -> list[dict]:
     return sorted(records, key=lambda record: record["at"], reverse=True)
 
 
+# Set when the worker begins to shut down; the lock keeps a beat under way from advertising again
+# what worker_beat_withdraw has just withdrawn.
+_shutting_down = threading.Event()
+_advertising = threading.Lock()
+
+
 def models_loaded() -> list[str]:
     """The ids of the offered models this worker process holds loaded now."""
     from ..engine.pipelines import loaded_engines
@@ -143,9 +149,13 @@ def worker_beat_start(worker: str, *, consumer=None) -> threading.Thread:
             try:
                 queues: set[str] = set()
                 if model_queues is not None:
-                    queues, newly_withdrawn = model_queues.follow(models_loaded())
+                    models = [] if _shutting_down.is_set() else models_loaded()
+                    queues, newly_withdrawn = model_queues.follow(models)
                     withdrawn |= newly_withdrawn
-                liveness.record_worker_beat(client, worker, queues=queues, withdrawn=withdrawn)
+                with _advertising:
+                    if _shutting_down.is_set():  # what worker_beat_withdraw withdrew stays withdrawn
+                        queues = set()
+                    liveness.record_worker_beat(client, worker, queues=queues, withdrawn=withdrawn)
                 withdrawn = set()  # recorded: a beat that fails keeps them for the next
             except (RedisError, OSError) as error:
                 logger.warning("Worker %s could not record its beat in Redis: %s", worker, error)
@@ -157,3 +167,15 @@ def worker_beat_start(worker: str, *, consumer=None) -> threading.Thread:
     thread = threading.Thread(target=beat, name="worker-beat", daemon=True)
     thread.start()
     return thread
+
+
+def worker_beat_withdraw(worker: str) -> None:
+    """The worker is shutting down and takes no more jobs: withdraw at once every model queue its
+    beat may have advertised, so jobs go elsewhere rather than wait for its beat to go stale, and
+    advertise none from now on (it still beats while it finishes its job)."""
+    with _advertising:
+        _shutting_down.set()
+        try:
+            liveness.record_worker_beat(liveness.redis_client(), worker, withdrawn=model_queues_offered())
+        except (RedisError, OSError) as error:  # they go stale within IMAGEGEN_HEARTBEAT_TIMEOUT instead
+            logger.warning("Worker %s could not withdraw its model queues: %s", worker, error)

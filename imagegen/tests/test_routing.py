@@ -15,6 +15,7 @@ from imagegen import liveness, services
 from imagegen.engine.tiny import ensure_tiny_model
 from imagegen.localstack import start_stack
 from imagegen.models import JobStatus, Run
+from imagegen.services import workers
 from imagegen.services.routing import job_queue, model_queue
 
 from .factories import RunFactory
@@ -78,6 +79,21 @@ def test_without_redis_every_job_goes_to_any_worker(beats, settings):
     liveness.record_worker_beat(beats, "gpu-a@host", queues=["gpu.model.tiny"])
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     assert job_queue(RunFactory(model="tiny")) == "gpu"
+
+
+def test_a_worker_shutting_down_withdraws_every_model_queue_at_once(beats):
+    liveness.record_worker_beat(beats, "leaving@host", queues=["gpu.model.sd15", "gpu.model.Lykon%2Fdreamshaper-8"])
+    liveness.record_worker_beat(beats, "staying@host", queues=["gpu.model.sd15"])
+    try:
+        services.worker_beat_withdraw("leaving@host")
+    finally:
+        workers._shutting_down.clear()  # this process's beat (it has none) may advertise again
+    assert holders(beats, "gpu.model.sd15") == {"staying@host"}
+    assert holders(beats, "gpu.model.Lykon%2Fdreamshaper-8") == set()
+
+
+def holders(beats: Redis, queue: str) -> set[str]:
+    return {name.decode() for name in beats.zrange(liveness.QUEUE_CONSUMERS_KEY.format(queue=queue), 0, -1)}
 
 
 @pytest.mark.integration
@@ -156,6 +172,17 @@ def test_jobs_run_on_the_worker_holding_their_model_and_a_stranded_one_is_resent
         assert run.worker.split("@")[0] == tiny_worker and run.attempts == 1
         assert not beats.exists(model_queue("gpu", "tiny-copy"))
         assert "resent 1" in (stack.folder / "housekeeping.log").read_text()
+
+        # A worker that shuts down withdraws its queues at once, rather than when its beat goes stale.
+        wait_until(lambda: holding("tiny-copy") == {tiny_worker}, timeout=30, what="the other worker to hold the copy")
+        stack.stop_worker(tiny_worker)
+        advertised = {
+            key.decode()
+            for key in beats.scan_iter(match=liveness.QUEUE_CONSUMERS_KEY.format(queue="*"))
+            for name in beats.zrange(key, 0, -1)
+            if name.decode().startswith(f"{tiny_worker}@")
+        }
+        assert advertised == set()
     finally:
         stack.stop()
         use_redis(redis_server.url(1))
