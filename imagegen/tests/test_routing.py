@@ -17,6 +17,7 @@ from imagegen.localstack import start_stack
 from imagegen.models import JobStatus, Run
 from imagegen.services import workers
 from imagegen.services.routing import job_queue, model_queue
+from refinement.models import Refinement
 
 from .factories import RunFactory
 from .test_integration import api
@@ -49,6 +50,7 @@ def test_a_job_goes_to_a_live_worker_that_holds_its_model_and_to_any_worker_othe
     liveness.record_worker_beat(beats, "gpu-b@host", queues=["gpu.model.Lykon%2Fdreamshaper-8"])
     assert job_queue(run) == "gpu.model.Lykon%2Fdreamshaper-8"
     assert job_queue(RunFactory(model="tiny")) == "gpu.model.tiny"
+    assert job_queue(Refinement(model="tiny")) == "gpu.model.tiny"  # every kind of job alike
 
     # Its worker unloads the model: its next beat withdraws the queue.
     liveness.record_worker_beat(beats, "gpu-b@host", withdrawn=["gpu.model.Lykon%2Fdreamshaper-8"])
