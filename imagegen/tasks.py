@@ -3,7 +3,7 @@
 import os
 
 from celery import shared_task
-from celery.signals import worker_init, worker_ready
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 from django.conf import settings
 
 from . import services
@@ -17,10 +17,17 @@ def run_job(run_id: str) -> None:
 @worker_ready.connect
 def beat_and_warm_engine(sender=None, **_) -> None:
     # Beating starts before the model loads, so a worker busy loading (minutes for a first
-    # download) still reads as alive on /healthz.
+    # download) still reads as alive on /healthz. `sender` is the worker's consumer: the beat keeps
+    # it on the queues of the models it holds loaded.
     worker = getattr(sender, "hostname", "") or ""
-    services.worker_beat_start(worker)
+    services.worker_beat_start(worker, consumer=sender)
     services.engine_warm_up(worker=worker)
+
+
+@worker_shutting_down.connect
+def withdraw_model_queues(sender=None, **_) -> None:
+    # A worker shutting down takes no more jobs: its models' jobs go to the others from now on.
+    services.worker_beat_withdraw(str(sender or ""))
 
 
 @worker_init.connect

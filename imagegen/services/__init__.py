@@ -42,6 +42,7 @@ from .workers import (
     engine_warm_up,
     model_load_failures,
     worker_beat_start,
+    worker_beat_withdraw,
 )
 
 __all__ = [
@@ -92,4 +93,5 @@ __all__ = [
     "run_variation_create",
     "runs_perform",
     "worker_beat_start",
+    "worker_beat_withdraw",
 ]

@@ -26,11 +26,14 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
+from redis import Redis
+from redis.exceptions import RedisError
 
 from .. import progress
 from ..engine import EngineError, GenerationCancelled, ModelLoadError
 from ..models import Job, JobStatus, job_models
 from .images import OutputImage, image_row_create
+from .routing import job_queue, kind_queue, model_queue_lists, stranded_model_queue_lists
 from .workers import MODEL_UNAVAILABLE, model_load_failure_record
 
 logger = logging.getLogger("imagegen.services")
@@ -76,14 +79,15 @@ PerformBatch = Callable[[list[Any], list[progress.ProgressReporter]], list[JobOu
 
 
 def job_enqueue(*, job: Job) -> None:
-    """Send the job to its task's queue once the row that the worker will claim is committed."""
+    """Send the job once the row that the worker will claim is committed: to a worker holding its
+    model loaded when one is alive, else to any (routing.job_queue decides, as it is sent)."""
     from ..celery import app
 
     model = type(job)
 
     def send() -> None:
         try:
-            app.send_task(model.task_name, args=[str(job.pk)])
+            app.send_task(model.task_name, args=[str(job.pk)], queue=job_queue(job))
         except BrokerError:
             # The row stays queued with no sent_at; housekeeping sends it once the broker is back.
             logger.warning("The queue is unreachable; %s %s waits to be sent", model._meta.verbose_name, job.pk)
@@ -374,10 +378,43 @@ def jobs_recover() -> dict[str, int]:
     a message that arrives twice is harmless, since only one claim can succeed.
     """
     counts = {"requeued": 0, "failed": 0, "resent": 0}
+    counts["resent"] += _stranded_resend()
     for model in job_models():
         for name, count in _recover(model).items():
             counts[name] += count
     return counts
+
+
+def _stranded_resend() -> int:
+    """Send again, wherever job_queue sends them now, the queued jobs whose message waits in a
+    model queue that no live worker consumes any more (its worker died or unloaded the model),
+    taking those messages out: nothing would ever read them. Returns how many were sent."""
+    redis = _broker_redis()
+    if redis is None:
+        return 0
+    kinds = {kind.task_name: kind for kind in job_models()}
+    messages = []
+    try:
+        for queue in {kind_queue(kind) for kind in kinds.values()}:
+            for name in stranded_model_queue_lists(redis, queue):
+                # Read and emptied at once: a message pushed meanwhile is either taken here or stays.
+                taken, _ = redis.pipeline(transaction=True).lrange(name, 0, -1).delete(name).execute()
+                messages += taken
+    except RedisError:
+        logger.warning("Could not read the model queues; their messages are resent later", exc_info=True)
+    resent = 0
+    for message in messages:
+        task_name, job_id = _task_of(message) or (None, None)
+        kind = kinds.get(task_name)
+        # A job no longer queued (claimed, done, cancelled) needs no message.
+        job = kind.objects.filter(pk=job_id, status=JobStatus.QUEUED).first() if kind else None
+        if job is None:
+            continue
+        logger.warning("%s %s waited in a queue no worker reads any more; sent again", kind._meta.verbose_name, job.pk)
+        sent_before = job.sent_at
+        job_enqueue(job=job)
+        resent += job.sent_at != sent_before  # job_enqueue sets sent_at once sent
+    return resent
 
 
 def _recover(model: type[Job]) -> dict[str, int]:
@@ -418,44 +455,52 @@ def _recover(model: type[Job]) -> dict[str, int]:
 
 
 def _waiting_in_broker(model: type[Job]) -> set[str]:
-    """Ids of this kind's jobs whose message the broker still holds: waiting in its queue, or taken
-    by a worker that has not acknowledged it yet (it acknowledges when the job ends).
+    """Ids of this kind's jobs whose message the broker still holds: waiting in its queue or one of
+    its model queues, or taken by a worker that has not acknowledged it yet (it acknowledges when
+    the job ends).
 
     Read from the Redis lists and hash of kombu's Redis transport; with another broker, or when
     Redis cannot be read, nothing is known to be waiting and every candidate is resent (a
     duplicate message is harmless, only wasteful: one claim succeeds).
     """
-    from redis import Redis
-    from redis.exceptions import RedisError
-
     from ..celery import app
 
-    if not app.conf.broker_url.startswith(("redis://", "rediss://")):
+    redis = _broker_redis()
+    if redis is None:
         return set()
-    queue = app.amqp.router.route({}, model.task_name)["queue"].name
+    queue = kind_queue(model)
     try:
-        redis = Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5)
         # kombu keeps a queue's priority levels in lists named "<queue>", "<queue>\x06\x163"….
         lists = [queue, *(key.decode() for key in redis.scan_iter(match=f"{queue}\x06\x16*"))]
+        lists += model_queue_lists(redis, queue)
         messages = [message for name in lists for message in redis.lrange(name, 0, -1)]
         unacked = app.conf.broker_transport_options.get("unacked_key", "unacked")
         messages += [json.dumps(json.loads(entry)[0]) for entry in redis.hvals(unacked)]
     except RedisError:
         logger.warning("Could not read the queue %s; resending what looks lost", queue, exc_info=True)
         return set()
-    return {job_id for message in messages if (job_id := _job_id_of(message, model.task_name))}
+    tasks = (_task_of(message) for message in messages)
+    return {task[1] for task in tasks if task and task[0] == model.task_name}
 
 
-def _job_id_of(message: bytes | str, task_name: str) -> str | None:
-    """The job id a kombu message for `task_name` carries (its first argument), or None."""
+def _broker_redis() -> Redis | None:
+    """A client of the broker's Redis; None when the broker is not Redis."""
+    from ..celery import app
+
+    if not app.conf.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    return Redis.from_url(app.conf.broker_url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def _task_of(message: bytes | str) -> tuple[str, str] | None:
+    """The task name and job id (its first argument) a kombu message carries, or None."""
     try:
         envelope = json.loads(message)
-        if envelope.get("headers", {}).get("task") != task_name:
-            return None
+        task_name = envelope["headers"]["task"]
         body = envelope["body"]
         if envelope.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
         args, _kwargs, _embed = json.loads(body)
-        return str(args[0])
+        return str(task_name), str(args[0])
     except (ValueError, KeyError, TypeError, IndexError):
         return None

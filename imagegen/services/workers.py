@@ -13,7 +13,8 @@ from redis.exceptions import RedisError
 
 from .. import liveness
 from ..engine import EngineError, ModelLoadError
-from .catalog import default_model, offered_model
+from .catalog import default_model, models_offered, offered_model
+from .routing import ModelQueues, model_queues_offered
 
 logger = logging.getLogger("imagegen.services")
 
@@ -117,21 +118,64 @@ def model_load_failures() -> list[dict]:
     return sorted(records, key=lambda record: record["at"], reverse=True)
 
 
-def worker_beat_start(worker: str) -> threading.Thread:
+# Set when the worker begins to shut down; the lock keeps a beat under way from advertising again
+# what worker_beat_withdraw has just withdrawn.
+_shutting_down = threading.Event()
+_advertising = threading.Lock()
+
+
+def models_loaded() -> list[str]:
+    """The ids of the offered models this worker process holds loaded now."""
+    from ..engine.pipelines import loaded_engines
+
+    sources = {engine.model for engine in loaded_engines()}
+    return [model.id for model in models_offered().values() if model.source in sources]
+
+
+def worker_beat_start(worker: str, *, consumer=None) -> threading.Thread:
     """Beat for this worker every IMAGEGEN_HEARTBEAT_INTERVAL seconds, from a thread of its own, for as
     long as the process lives: loading a model or running a job never holds it up. A beat that
-    cannot reach Redis is logged and tried again at the next one."""
+    cannot reach Redis is logged and tried again at the next one.
+
+    Given the worker's Celery consumer, each beat also keeps it on the queues of the models it holds
+    loaded, and advertises those (services.routing): jobs for them are sent to this worker.
+    """
+    model_queues = ModelQueues(consumer) if consumer is not None else None
 
     def beat() -> None:
         client = liveness.redis_client(timeout=2.0)
+        withdrawn: set[str] = set()
         while True:
             try:
-                liveness.record_worker_beat(client, worker)
+                queues: set[str] = set()
+                if model_queues is not None:
+                    models = [] if _shutting_down.is_set() else models_loaded()
+                    queues, newly_withdrawn = model_queues.follow(models)
+                    withdrawn |= newly_withdrawn
+                with _advertising:
+                    if _shutting_down.is_set():  # what worker_beat_withdraw withdrew stays withdrawn
+                        queues = set()
+                    liveness.record_worker_beat(client, worker, queues=queues, withdrawn=withdrawn)
+                withdrawn = set()  # recorded: a beat that fails keeps them for the next
             except (RedisError, OSError) as error:
                 logger.warning("Worker %s could not record its beat in Redis: %s", worker, error)
+            except Exception:  # a bug in following the models must not stop the beat
+                logger.exception("Worker %s could not follow its models' queues", worker)
             time.sleep(settings.IMAGEGEN_HEARTBEAT_INTERVAL)
 
     # A daemon: it ends with the process.
     thread = threading.Thread(target=beat, name="worker-beat", daemon=True)
     thread.start()
     return thread
+
+
+def worker_beat_withdraw(worker: str) -> None:
+    """The worker is shutting down and takes no more jobs: withdraw at once every model queue its
+    beat may have advertised, so jobs go elsewhere rather than wait for its beat to go stale, and
+    advertise none from now on (it still beats while it finishes its job)."""
+    with _advertising:
+        _shutting_down.set()
+        try:
+            liveness.record_worker_beat(liveness.redis_client(), worker, withdrawn=model_queues_offered())
+        except (RedisError, OSError) as error:  # they go stale within IMAGEGEN_HEARTBEAT_TIMEOUT instead
+            logger.warning("Worker %s could not withdraw its model queues: %s", worker, error)
