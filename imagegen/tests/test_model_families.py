@@ -2,7 +2,6 @@
 its shape built locally (nothing downloaded), the way diffusers' own tests make theirs."""
 
 import dataclasses
-import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,10 +11,9 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import NO_FAIR_USE_LIMITS, use_redis
 from imagegen import services
 from imagegen.api import bind_with_defaults
-from imagegen.engine import Engine, GenerationRequest, read_png_parameters
+from imagegen.engine import Engine, GenerationRequest
 from imagegen.engine.addons import AddOnError
 from imagegen.engine.catalog import parse_models
 from imagegen.engine.families import latent_rgb_factors
@@ -24,15 +22,12 @@ from imagegen.engine.previews import LATENT_RGB_FACTORS, SDXL_LATENT_RGB_FACTORS
 from imagegen.engine.prompts import PromptEncoder
 from imagegen.engine.tiny import ensure_tiny_model
 from imagegen.forms import ApiGenerateForm, GenerateForm
-from imagegen.localstack import start_stack
-from imagegen.models import JobStatus, Run
 from refinement.editing import Rect, plan_crop
 from refinement.stages import STAGES, StageInput
 from refinement.tests.pixels import reach
 
 from .engine_support import as_array, small
 from .test_addons import write_random_embedding, write_random_lora
-from .test_integration import api, events_until_closed
 from .test_ip_adapter import build_ip_adapter
 
 LONG = "a castle on a hill, " * 5  # 100 characters: past one 77-token window of the byte-level tokenizer
@@ -191,36 +186,6 @@ def test_refining_an_sdxl_image_works_at_its_own_size(xl: Engine, monkeypatch: p
     near = reach(parent.size, [box])
     assert np.array_equal(image[~near], np.asarray(parent)[~near])
     assert (image[64:160, 64:160] != np.asarray(parent)[64:160, 64:160]).any()
-
-
-def test_an_sdxl_model_through_the_api_and_a_real_worker(redis_server, transactional_db, tmp_path, settings):
-    offered = "tiny=Test model; tiny-xl=Test SDXL model"
-    url = redis_server.url(4)  # not the live stack's: its worker offers one model only
-    use_redis(url)
-    stack = start_stack(tmp_path, url, IMAGEGEN_MODELS=offered, **NO_FAIR_USE_LIMITS)
-    try:
-        settings.MEDIA_ROOT, settings.IMAGEGEN_MODELS = stack.media_root, offered
-        token = services.api_token_create(username="sdxl-user")
-        body = {"prompt": "a (lighthouse:1.2)", "num_inference_steps": 3, "width": 128, "height": 96, "seed": 4}
-        _, answer = api(stack, "POST", "/api/generate", token, body | {"model": "tiny-xl", "clip_skip": 2})
-        accepted = json.loads(answer)
-        assert events_until_closed(accepted["ws_url"], token)[-1]["type"] == "job.result"
-        run = Run.objects.get(pk=accepted["run_id"])
-        assert (run.status, run.model) == (JobStatus.SUCCEEDED, "tiny-xl")
-        png = (stack.media_root / run.outputs.get().file.name).read_bytes()
-        assert "Size: 128x96, Model: tiny-xl, Clip skip: 2" in read_png_parameters(png)
-        # A version of it is made by the same model.
-        refine = {"type": "region", "payload": {"masks": [{"bbox": [16, 16, 40, 30], "prompt": "a door"}]}}
-        status, answer = api(stack, "POST", f"/api/v1/runs/{run.pk}/refine", token, refine)
-        assert status == 201, answer
-        version = json.loads(answer)
-        assert events_until_closed(version["ws_url"], token)[-1]["type"] == "job.result"
-        _, detail = api(stack, "GET", version["status_url"], token)
-        _, refined = api(stack, "GET", json.loads(detail)["result"]["url"], token)
-        assert "Model: tiny-xl" in read_png_parameters(refined)
-    finally:
-        stack.stop()
-        use_redis(redis_server.url(1))
 
 
 def test_a_new_picture_is_made_at_the_chosen_models_own_size(settings, cache_dir: Path):

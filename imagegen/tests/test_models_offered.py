@@ -53,7 +53,7 @@ def test_the_form_offers_each_model_and_refuses_others(settings, user_client):
     refused = GenerateForm(FORM | {"model": "/models/sd15"})
     assert not refused.is_valid() and "/models/sd15 is not one of the available choices" in refused.errors["model"][0]
     page = user_client.get("/").content.decode()
-    assert '<option value="sd15">Stable Diffusion 1.5</option>' in page
+    assert '<option value="sd15" data-side="512">Stable Diffusion 1.5</option>' in page
     assert "/models/sd15" not in page
     user_client.post("/", FORM | {"model": "sd15"})
     assert Run.objects.get(owner=user_client.user).model == "sd15"
@@ -93,27 +93,37 @@ def test_a_worker_keeps_models_warm_within_its_memory_budget(tmp_path: Path):
 
 
 def test_each_run_is_made_by_the_model_it_names(redis_server, transactional_db, tmp_path, settings):
-    copy = tmp_path / "models" / "tiny-copy"
-    shutil.copytree(ensure_tiny_model(settings.IMAGEGEN_MODEL_CACHE), copy)
-    offered = f"tiny=Test model; {copy}=A copy of it"
+    # The second model is SDXL-shaped: both families through the API and a real worker.
+    offered = "tiny=Test model; tiny-xl=Test SDXL model"
     url = redis_server.url(3)  # not the live stack's: its worker offers one model only
     use_redis(url)
     stack = start_stack(tmp_path, url, IMAGEGEN_MODELS=offered, **NO_FAIR_USE_LIMITS)
     try:
         settings.MEDIA_ROOT, settings.IMAGEGEN_MODELS = stack.media_root, offered
         token = services.api_token_create(username="two-models")
-        for model in ("tiny-copy", "tiny", None):
-            body = {"prompt": "a lighthouse", "num_inference_steps": 3, "width": 64, "height": 64, "seed": 4}
-            _, answer = api(stack, "POST", "/api/generate", token, body | ({"model": model} if model else {}))
+        runs = {}
+        for model in ("tiny-xl", "tiny", None):
+            body = {"prompt": "a (lighthouse:1.2)", "num_inference_steps": 3, "width": 128, "height": 96, "seed": 4}
+            body |= {"clip_skip": 2} | ({"model": model} if model else {})
+            _, answer = api(stack, "POST", "/api/generate", token, body)
             accepted = json.loads(answer)
             assert events_until_closed(accepted["ws_url"], token)[-1]["type"] == "job.result"
-            run = Run.objects.get(pk=accepted["run_id"])
+            run = runs[model] = Run.objects.get(pk=accepted["run_id"])
             assert (run.status, run.model) == (JobStatus.SUCCEEDED, model or "tiny")
             png = (stack.media_root / run.outputs.get().file.name).read_bytes()
-            assert f"Model: {model or 'tiny'}" in read_png_parameters(png)
+            assert f"Size: 128x96, Model: {model or 'tiny'}, Clip skip: 2" in read_png_parameters(png)
             _, answer = api(stack, "GET", accepted["status_url"], token)
             assert json.loads(answer)["parameters"]["model"] == (model or "tiny")
-        assert stack.worker_log_text().count("Loading model tiny-copy") == 1
+        assert stack.worker_log_text().count("Loading model tiny-xl") == 1
+        # A version of the SDXL run is made by the same model (its crop worked at SDXL's size).
+        refine = {"type": "region", "payload": {"masks": [{"bbox": [16, 16, 40, 30], "prompt": "a door"}]}}
+        status, answer = api(stack, "POST", f"/api/v1/runs/{runs['tiny-xl'].pk}/refine", token, refine)
+        assert status == 201, answer
+        version = json.loads(answer)
+        assert events_until_closed(version["ws_url"], token)[-1]["type"] == "job.result"
+        _, detail = api(stack, "GET", version["status_url"], token)
+        _, refined = api(stack, "GET", json.loads(detail)["result"]["url"], token)
+        assert "Model: tiny-xl" in read_png_parameters(refined)
     finally:
         stack.stop()
         use_redis(redis_server.url(1))
