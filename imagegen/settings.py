@@ -328,7 +328,9 @@ IMAGEGEN_WORKER_NICE = int(os.environ.get("IMAGEGEN_WORKER_NICE", "10"))
 IMAGEGEN_COMPILE = os.environ.get("IMAGEGEN_COMPILE", "auto")
 if IMAGEGEN_COMPILE not in ("auto", "on", "off"):
     raise ImproperlyConfigured(f"IMAGEGEN_COMPILE must be auto, on or off, not {IMAGEGEN_COMPILE!r}.")
-IMAGEGEN_WARM_SIZES = parse_sizes("IMAGEGEN_WARM_SIZES", os.environ.get("IMAGEGEN_WARM_SIZES", "512x512"))
+# Empty: the default model's own square (512x512 for SD 1.x, 1024x1024 for SDXL).
+_warm_sizes = os.environ.get("IMAGEGEN_WARM_SIZES", "")
+IMAGEGEN_WARM_SIZES = parse_sizes("IMAGEGEN_WARM_SIZES", _warm_sizes) if _warm_sizes else []
 # Images of compatible queued jobs (same model, pipeline and strength, size, steps, sampler and
 # guidance) a worker makes in one pipeline call; 0 or unset: 8 on a CUDA GPU, 1 (no batching) elsewhere.
 IMAGEGEN_MAX_BATCH = int(os.environ.get("IMAGEGEN_MAX_BATCH") or "0")

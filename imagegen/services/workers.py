@@ -89,7 +89,8 @@ def engine_warm_up(*, worker: str = "") -> None:
             # with its batch dimension dynamic: warming 1, 2 and the limit leaves no batch a
             # worker makes (any number of images up to the limit) to compile at a user's job.
             limit = batch_limit()
-            engine.warm_up(sizes=settings.IMAGEGEN_WARM_SIZES, batch_sizes=sorted({1, min(2, limit), limit}))
+            sizes = settings.IMAGEGEN_WARM_SIZES or [(engine.working_side, engine.working_side)]
+            engine.warm_up(sizes=sizes, batch_sizes=sorted({1, min(2, limit), limit}))
         else:
             engine.warm_up(sizes=[(64, 64)], batch_sizes=[1])
     except ModelLoadError as error:

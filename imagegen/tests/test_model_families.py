@@ -231,6 +231,17 @@ def test_sdxl_follows_a_reference_through_an_ip_adapter(cache_dir: Path, xl: Eng
     assert np.array_equal(pixels(engine, request), plain)  # the adapter is gone after its job
 
 
+def test_compiled_workers_warm_up_at_the_default_models_own_size_unless_told(settings, monkeypatch, redis_server):
+    settings.IMAGEGEN_MODELS, settings.IMAGEGEN_COMPILE, settings.IMAGEGEN_WARM_SIZES = "tiny-xl=XL", "on", []
+    warmed = []
+    # The warm-up's work (compiling at each size) is the engine's, tested in test_compiled; here, its sizes.
+    monkeypatch.setattr(Engine, "warm_up", lambda engine, *, sizes, batch_sizes: warmed.append(sizes))
+    services.engine_warm_up(worker="warm-up-test")
+    settings.IMAGEGEN_WARM_SIZES = [(768, 512)]
+    services.engine_warm_up(worker="warm-up-test")
+    assert warmed == [[(1024, 1024)], [(768, 512)]]
+
+
 @pytest.mark.django_db
 def test_choosing_a_model_on_the_page_moves_an_untouched_size_to_its_own(settings, user_client, page):
     settings.IMAGEGEN_MODELS = "tiny=Test model; tiny-xl=Test SDXL model"
