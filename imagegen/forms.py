@@ -117,9 +117,10 @@ class GenerateForm(forms.Form):
         super().__init__(*args, **kwargs)
         # A new picture is made at the default model's own size unless told (1024 for SDXL); image
         # to image has no size of its own (it takes the init image's).
-        for side in ("width", "height"):
-            if side in self.fields:
-                self.fields[side].initial = model_size(None)
+        side = model_size(None)
+        for name in ("width", "height"):
+            if name in self.fields:
+                self.fields[name].initial = side
         addons = AddOnFolder(settings.IMAGEGEN_LORA_DIR)
         offered = [
             f"LoRAs, as <lora:name:weight>: {', '.join(names)}." if (names := addons.lora_names()) else "",

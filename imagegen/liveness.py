@@ -13,6 +13,7 @@ worker consumes a queue is one read, and a worker that stops beating stops count
 
 import time
 from collections.abc import Iterable
+from functools import cache
 
 from django.conf import settings
 from redis import Redis
@@ -25,8 +26,18 @@ FORGET_AFTER_SECONDS = 24 * 3600
 
 
 def redis_client(*, timeout: float = 1.0) -> Redis:
-    """A client of the broker's Redis that gives up after `timeout` seconds instead of hanging."""
-    return Redis.from_url(settings.REDIS_URL, socket_connect_timeout=timeout, socket_timeout=timeout)
+    """A client of the broker's Redis that gives up after `timeout` seconds instead of hanging.
+
+    One per process (and URL and timeout), shared by its threads: its pool keeps connections open,
+    so sending a job (which asks which workers hold its model) or answering /healthz does not
+    connect anew; a connection Redis closed (a restart) is replaced when next taken from the pool.
+    """
+    return _shared_client(settings.REDIS_URL, timeout)
+
+
+@cache
+def _shared_client(url: str, timeout: float) -> Redis:
+    return Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def record_worker_beat(
