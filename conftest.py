@@ -111,11 +111,17 @@ def heartbeats_only_between_processes(settings):
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
+def cache_dir(tmp_path_factory):
+    """A model cache folder of the test module's own, where engines build the tiny models."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="module")
+def engine(cache_dir):
     """The built-in tiny model on this machine, one per test module (a module may give its own)."""
     from imagegen.engine import Engine
 
-    return Engine("tiny", cache_dir=tmp_path_factory.mktemp("models"))
+    return Engine("tiny", cache_dir=cache_dir)
 
 
 @pytest.fixture

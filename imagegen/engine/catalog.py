@@ -8,12 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePath
+from typing import NamedTuple
 
-# The built-in models with random weights (engine.tiny builds them), by the source that names them
-# → their family's shape: SD 1.x (the default model of tests and development), SD 2.x
-# (v-prediction, 768 px) and SDXL (two text encoders, 1024 px).
-TINY_MODELS = {"tiny": "sd", "tiny-sd2": "sd2", "tiny-xl": "sdxl"}
-_TINY_SIDES = {"sd": 512, "sd2": 768, "sdxl": 1024}
+
+class TinyModel(NamedTuple):
+    family: str  # whose shape it has: "sd", "sd2" or "sdxl"
+    side: int  # its working side (engine.tiny builds its UNet for it)
+
+
+# The built-in models with random weights (engine.tiny builds them), by the source that names them:
+# SD 1.x-shaped (the default model of tests and development), SD 2.x-shaped (v-prediction, 768 px)
+# and SDXL-shaped (two text encoders, 1024 px).
+TINY_MODELS = {"tiny": TinyModel("sd", 512), "tiny-sd2": TinyModel("sd2", 768), "tiny-xl": TinyModel("sdxl", 1024)}
 
 
 @dataclass(frozen=True)
@@ -32,7 +38,7 @@ class OfferedModel:
         """The side it works best at (see working_side), for a built-in model or a local folder;
         None for a repo id, whose config only the worker that loads it reads."""
         if self.is_tiny:
-            return _TINY_SIDES[TINY_MODELS[self.source]]
+            return TINY_MODELS[self.source].side
         return _folder_working_side(self.source)
 
 

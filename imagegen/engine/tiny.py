@@ -20,7 +20,7 @@ from diffusers.models.resnet import ResnetBlock2D
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from .catalog import TINY_MODELS
+from .catalog import TINY_MODELS, TinyModel
 
 # The folder of a built-in model (catalog.TINY_MODELS) is its name and this suffix: bump it whenever
 # an architecture changes so stale caches are not reused.
@@ -93,19 +93,18 @@ def _vae() -> AutoencoderKL:
     return vae
 
 
-def _unet(family: str, *, inpainting: bool = False) -> UNet2DConditionModel:
-    """The UNet of a family's shape: what its pipelines and our code read of it (the working size
-    its sample_size gives, SD 2's linear projections, SDXL's size and pooled-text conditioning)."""
+def _unet(model: TinyModel, *, inpainting: bool = False) -> UNet2DConditionModel:
+    """The UNet of a family's shape: what its pipelines and our code read of it (the working side
+    its sample size gives, SD 2's linear projections, SDXL's pooled-text conditioning)."""
     shape: dict = {
-        "sample_size": 64,  # latents: 512 px, SD 1.x's size
+        "sample_size": model.side // 8,  # in latents: the VAE downscales 8×
         "cross_attention_dim": 32,
         "attention_head_dim": 2,
     }
-    if family == "sd2":
-        shape |= {"sample_size": 96, "use_linear_projection": True, "attention_head_dim": (2, 4)}  # 768 px
-    elif family == "sdxl":
+    if model.family == "sd2":
+        shape |= {"use_linear_projection": True, "attention_head_dim": (2, 4)}
+    elif model.family == "sdxl":
         shape |= {
-            "sample_size": 128,  # 1024 px
             "use_linear_projection": True,
             # The two text encoders' features side by side.
             "cross_attention_dim": 64,
@@ -126,7 +125,7 @@ def _unet(family: str, *, inpainting: bool = False) -> UNet2DConditionModel:
     )
 
 
-def _build(folder: Path, *, family: str = "sd", inpainting: bool = False) -> None:
+def _build(folder: Path, model: TinyModel, *, inpainting: bool = False) -> None:
     tokenizer = byte_level_tokenizer()
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -136,10 +135,10 @@ def _build(folder: Path, *, family: str = "sd", inpainting: bool = False) -> Non
         set_alpha_to_one=False,
         steps_offset=1,
         # SD 2's 768-px models predict the velocity, not the noise.
-        prediction_type="v_prediction" if family == "sd2" else "epsilon",
+        prediction_type="v_prediction" if model.family == "sd2" else "epsilon",
     )
-    parts = {"vae": _vae(), "unet": _unet(family, inpainting=inpainting), "scheduler": scheduler}
-    if family == "sdxl":
+    parts = {"vae": _vae(), "unet": _unet(model, inpainting=inpainting), "scheduler": scheduler}
+    if model.family == "sdxl":
         pipeline_class = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
         parts |= {
             "text_encoder": _text_encoder(tokenizer),
@@ -164,7 +163,6 @@ def ensure_tiny_model(cache_dir: Path, name: str = "tiny", *, inpainting: bool =
     (a UNet that also takes the mask and the masked image, 9 input channels, as SD's inpainting
     models: for tests of IMAGEGEN_INPAINT_MODEL), building it once if needed."""
     cache_dir = Path(cache_dir)
-    family = TINY_MODELS[name]
     dirname = f"{name}{'-inpainting' if inpainting else ''}{VERSION_SUFFIX}"
     target = cache_dir / dirname
     if target.is_dir():
@@ -175,7 +173,7 @@ def ensure_tiny_model(cache_dir: Path, name: str = "tiny", *, inpainting: bool =
     staging = cache_dir / f".{dirname}-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        _build(staging, family=family, inpainting=inpainting)
+        _build(staging, TINY_MODELS[name], inpainting=inpainting)
         os.replace(staging, target)
     except OSError:
         # Another process renamed its copy first (the target is now a non-empty folder): use theirs.

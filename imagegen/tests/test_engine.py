@@ -32,16 +32,6 @@ from .engine_support import small
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
-def engine(cache_dir: Path) -> Engine:
-    return Engine("tiny", cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="module")
 def init_image() -> Image.Image:
     ramp = np.linspace(0, 255, 64, dtype=np.uint8)
     pixels = np.stack([np.tile(ramp, (64, 1)), np.tile(ramp[:, None], (1, 64)), np.full((64, 64), 128, np.uint8)], -1)

@@ -18,16 +18,6 @@ LONG = "a lighthouse, " * 6 + "in the "  # 77 tokens: the pipeline alone keeps 7
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
-def engine(cache_dir: Path) -> Engine:
-    return Engine("tiny", cache_dir=cache_dir)
-
-
-@pytest.fixture(scope="module")
 def encoder(engine: Engine) -> PromptEncoder:
     pipe = engine.pipeline
     return PromptEncoder(pipe, clip_skip=1)

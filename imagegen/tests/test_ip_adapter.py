@@ -72,11 +72,6 @@ def build_ip_adapter(folder: Path, unet: UNet2DConditionModel) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
 def plain_engine(cache_dir: Path) -> Engine:
     return Engine("tiny", cache_dir=cache_dir)
 

@@ -38,11 +38,6 @@ def pixels(engine: Engine, request: GenerationRequest) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
-@pytest.fixture(scope="module")
 def xl(cache_dir: Path) -> Engine:
     return Engine("tiny-xl", cache_dir=cache_dir)
 
